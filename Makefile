@@ -1,0 +1,35 @@
+# Two commands do all the set-up: `make train` (the default main job) and `make test` (the suite).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export MUJOCO_GL ?= egl
+export PYOPENGL_PLATFORM ?= egl
+
+.PHONY: venv train test bench clean sysdeps
+
+$(BIN)/.installed: setup.cfg constraints.txt
+	@$(MAKE) --no-print-directory sysdeps
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,minari]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+# EGL for MuJoCo / dm_control pixel rendering (root on the machines this runs on; skipped if present).
+sysdeps:
+	@if ! ldconfig -p 2>/dev/null | grep -q libEGL.so.1; then \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libgl1 >/dev/null) || echo "warning: could not install libegl1/libgl1; pixel rendering tests will be skipped"; \
+	  else echo "warning: libEGL missing; run: sudo apt-get install libegl1 libgl1"; fi; fi
+
+train: venv
+	$(BIN)/python -m mbrl.train $(ARGS)
+
+test: venv
+	$(BIN)/python -m pytest -q -x --timeout=900 tests $(ARGS)
+
+bench: venv
+	$(BIN)/python -m mbrl.bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) runs outputs multirun

@@ -1,0 +1,36 @@
+"""`python -m mbrl.bench <name> [options]` runs the benchmark module mbrl/bench/<name>.py."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+import mbrl.bench as pkg
+
+_NOT_BENCHMARKS = {"peers", "common"}
+
+
+def available() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_") and m.name not in _NOT_BENCHMARKS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    names = available()
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: python -m mbrl.bench {{{','.join(names)}}} [options]")
+        return 0 if argv else 2
+    name = argv[0]
+    if name not in names:
+        print(f"error: unknown benchmark {name!r}; valid: {', '.join(names)}", file=sys.stderr)
+        return 2
+    mod = importlib.import_module(f"mbrl.bench.{name}")
+    parser = argparse.ArgumentParser(prog=f"python -m mbrl.bench {name}", description=(mod.__doc__ or "").strip().splitlines()[0] if mod.__doc__ else None)
+    mod.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    return int(mod.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

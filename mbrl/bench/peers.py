@@ -1,0 +1,83 @@
+"""Peer libraries for side-by-side benchmarks, each installed from PyPI into its own venv.
+
+`peer_python("sheeprl")` returns the python executable of `.bench_venvs/sheeprl`, creating it on
+first use (torch pinned to the local CPU build through constraints.txt). Peer code runs only in a
+subprocess of that interpreter; nothing of it is imported into mbrl.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VENVS = ROOT / ".bench_venvs"
+
+PEERS: dict[str, list[list[str]]] = {
+    # each inner list is one `pip install` call, run in order
+    "sheeprl": [["torch==2.13.0", "sheeprl==0.8.4"]],
+    # mbrl-lib 0.2.0 needs hydra-core/omegaconf forced to versions that run on Python 3.11
+    "mbrllib": [["torch==2.13.0", "mbrl==0.2.0"], ["--no-deps", "hydra-core==1.3.2", "omegaconf==2.3.0", "antlr4-python3-runtime==4.9.3"]],
+}
+
+
+def peer_python(name: str) -> Path:
+    if name not in PEERS:
+        raise ValueError(f"unknown peer {name!r}; valid: {', '.join(PEERS)}")
+    venv = VENVS / name
+    py = venv / "bin" / "python"
+    marker = venv / ".installed"
+    VENVS.mkdir(exist_ok=True)
+    with open(VENVS / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run([str(py), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+            for args in PEERS[name]:
+                subprocess.run([str(py), "-m", "pip", "install", "-q", *args], check=True)
+            marker.write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
+    return py
+
+
+def run_peer(name: str, script: str, *args: str, timeout: float | None = None) -> dict:
+    """Run `script` (python source) with the peer's interpreter; it must print one JSON line last."""
+    py = peer_python(name)
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    out = subprocess.run([str(py), "-c", script, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd="/tmp")
+    if out.returncode != 0:
+        raise RuntimeError(f"peer {name} failed (exit {out.returncode}):\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def machine() -> str:
+    """One line describing this machine, for results files."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, torch threads {torch.get_num_threads()}"
+
+
+def stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def write_result(path: str | Path, title: str, command: str, body: str) -> Path:
+    """Write a results markdown file with its command, machine and date."""
+    p = ROOT / "results" / path if not Path(path).is_absolute() else Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(f"# {title}\n\n- command: `{command}`\n- machine: {machine()}\n- date: {stamp()}\n\n{body.rstrip()}\n")
+    return p
