@@ -1,0 +1,60 @@
+"""Pieces every `from_config` shares: envs, loop settings, the replay buffer, run directories."""
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from mbrl.algos.base import LoopConfig, resolve_device
+
+
+def to_dict(cfg: Any) -> dict:
+    if cfg is None:
+        return {}
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)
+
+
+def make_envs(cfg: Any):
+    """Training vector env (`num_envs`) and evaluation vector env (one env per eval episode)."""
+    import envs
+
+    kw = to_dict(cfg.get("env_kwargs"))
+    env = envs.make(cfg.env, seed=cfg.seed, num_envs=cfg.get("num_envs", 1), **kw)
+    n_eval = max(1, min(int(cfg.get("eval_episodes", 5)), int(cfg.get("eval_envs_max", 10))))
+    eval_env = envs.make(cfg.env, seed=cfg.seed + 10_000, num_envs=n_eval, **kw)
+    return env, eval_env
+
+
+def loop_config(cfg: Any) -> LoopConfig:
+    """Loop settings: the algo's config first (prefill, train_ratio, ...), then top-level keys
+    (steps, seed, device, eval_every, ...) where they are set (not null)."""
+    merged = {k: v for k, v in to_dict(cfg.get("algo")).items() if not isinstance(v, dict)}
+    merged.update({k: v for k, v in to_dict(cfg).items() if v is not None and not isinstance(v, dict)})
+    return LoopConfig.from_mapping(merged)
+
+
+def vector_obs_dim(space: gym.Space, who: str) -> int:
+    """Flat size of a vector observation space; a clear error for pixels or dicts."""
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        return int(space.shape[0])
+    raise ValueError(f"{who} needs vector observations (a 1-D Box); this env gives {space}. Use a world model with an encoder (e.g. model=rssm) for pixels.")
+
+
+def continuous_action_dim(space: gym.Space, who: str) -> int:
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        return int(space.shape[0])
+    raise ValueError(f"{who} needs continuous actions (a 1-D Box); this env has {space}. Valid for discrete actions: algo=dreamer.")
+
+
+def make_buffer(env, cfg: Any, capacity: int):
+    from mbrl.data import ReplayBuffer
+
+    return ReplayBuffer.for_env(env, capacity=int(capacity), seed=cfg.seed, device=resolve_device(cfg.get("device", "cpu")))
+
+
+def as_float_obs(obs: Any) -> np.ndarray:
+    return np.asarray(obs, dtype=np.float32)

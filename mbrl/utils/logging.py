@@ -1,0 +1,76 @@
+"""Run logging: tensorboard events, metrics.csv (long format: step,key,value,wall_time) and a
+progress bar with steps/s, ETA and the latest return."""
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Optional
+
+from tqdm import tqdm
+
+
+class Logger:
+    def __init__(self, run_dir: Optional[str | Path], total_steps: int, start_step: int = 0, progress: bool = True, tensorboard: bool = True):
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self._means: dict[str, list[float]] = defaultdict(list)
+        self._start = time.time()
+        self.latest: dict[str, float] = {}
+        self._csv_file = None
+        self._tb = None
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            path = self.run_dir / "metrics.csv"
+            new = not path.exists()
+            self._csv_file = open(path, "a", newline="")
+            self._csv = csv.writer(self._csv_file)
+            if new:
+                self._csv.writerow(["step", "key", "value", "wall_time"])
+            if tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=start_step or None)
+        self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, disable=not progress, file=sys.stderr, smoothing=0.05)
+
+    def accumulate(self, metrics: dict[str, float]) -> None:
+        """Collect training metrics; their means are written at the next `flush`."""
+        for k, v in metrics.items():
+            self._means[k].append(float(v))
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        wall = time.time() - self._start
+        for k, v in metrics.items():
+            v = float(v)
+            self.latest[k] = v
+            if self._csv_file is not None:
+                self._csv.writerow([step, k, f"{v:.6g}", f"{wall:.1f}"])
+            if self._tb is not None and math.isfinite(v):
+                self._tb.add_scalar(k, v, step)
+        if self._csv_file is not None:
+            self._csv_file.flush()
+
+    def flush(self, step: int) -> None:
+        if self._means:
+            self.log(step, {k: sum(v) / len(v) for k, v in self._means.items()})
+            self._means.clear()
+        if self._tb is not None:
+            self._tb.flush()
+
+    def progress(self, n: int) -> None:
+        self._bar.update(n)
+        post = {}
+        for key, name in (("train/return", "return"), ("eval/return", "eval")):
+            if key in self.latest:
+                post[name] = f"{self.latest[key]:.1f}"
+        if post:
+            self._bar.set_postfix(post, refresh=False)
+
+    def close(self) -> None:
+        self._bar.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._csv_file is not None:
+            self._csv_file.close()
