@@ -1,0 +1,145 @@
+"""Environment suites behind one name: `envs.make("dmc/walker-walk", seed=0, num_envs=4)`.
+
+Names are `suite/task`:
+- `gym/<id>`           any gymnasium id: `gym/HalfCheetah-v5`, `gym/Pendulum-v1`, `gym/CartPole-v1`
+- `dmc/<domain>-<task>` DeepMind Control: `dmc/walker-walk`, `dmc/ball_in_cup-catch` (action repeat 2)
+- `atari/<game>`       Atari 100k protocol: `atari/pong`, `atari/ms_pacman`, `atari/MsPacman`
+- `toy/<task>`         tiny numpy tasks for tests: `toy/point`, `toy/point-pixels`, `toy/chain`
+
+`make` returns a `gymnasium.vector.VectorEnv` with SAME_STEP autoreset: when env i ends, `step`
+returns the first obs of its next episode in `obs[i]` and the last obs in `info["final_obs"][i]`
+(mask `info["_final_obs"]`). Continuous actions are float32 in [-1, 1]; discrete actions are
+`Discrete(n)`; observations are float32 vectors `[D]` or uint8 channel-first images `(C, H, W)`.
+Env i is seeded with `seed + i` on its first reset (a later `reset(seed=s)` reseeds with `s + i`).
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+import gymnasium as gym  # noqa: E402
+
+SUITES = ("gym", "dmc", "atari", "toy")
+
+_DEFAULTS = {
+    # steps = default agent-step budget of a training run; action_repeat = env steps per agent step.
+    "gym": {"action_repeat": 1, "pixels": False, "size": 64, "time_limit": None, "steps": 1_000_000},
+    "dmc": {"action_repeat": 2, "pixels": False, "size": 64, "time_limit": 500, "steps": 500_000},
+    "atari": {"action_repeat": 4, "pixels": True, "size": 64, "time_limit": 27_000, "steps": 100_000,
+              "grayscale": False, "noop_max": 30, "life_loss_terminal": False},
+    "toy": {"action_repeat": 1, "pixels": False, "size": 64, "time_limit": None, "steps": 5_000},
+}
+
+
+class EnvNameError(ValueError):
+    """A bad environment name; the message says what is valid."""
+
+
+def parse(name: str) -> tuple[str, str]:
+    """`"dmc/walker-walk"` -> `("dmc", "walker-walk")`; only the first `/` splits."""
+    if not isinstance(name, str) or "/" not in name:
+        raise EnvNameError(f"env name must be 'suite/task', got {name!r}; valid suites: {', '.join(SUITES)}")
+    suite, task = name.split("/", 1)
+    if suite not in SUITES:
+        raise EnvNameError(f"unknown env suite {suite!r} in {name!r}; valid suites: {', '.join(SUITES)}")
+    if not task:
+        raise EnvNameError(f"env name {name!r} has no task after '{suite}/'")
+    return suite, task
+
+
+def suite_defaults(suite: str) -> dict:
+    """Per-suite defaults (action_repeat, pixels, size, time_limit in agent steps, steps budget, ...)."""
+    if suite not in _DEFAULTS:
+        raise EnvNameError(f"unknown env suite {suite!r}; valid suites: {', '.join(SUITES)}")
+    return dict(_DEFAULTS[suite])
+
+
+def check(name: str) -> tuple[str, str]:
+    """Validate a name without building the env (cheap); returns `parse(name)`."""
+    suite, task = parse(name)
+    if suite == "gym":
+        from envs.gym_suite import check_gym_id
+
+        check_gym_id(task)
+    elif suite == "dmc":
+        from envs.dmc import parse_dmc
+
+        parse_dmc(task)
+    elif suite == "atari":
+        from envs.atari import game_name
+
+        game_name(task)
+    elif suite == "toy":
+        from envs.toy import TASKS
+
+        if task not in TASKS:
+            raise EnvNameError(f"unknown toy task {task!r}; valid: {', '.join(TASKS)}")
+    return suite, task
+
+
+def make_single(name: str, seed: int | None = 0, *, pixels: bool | None = None, action_repeat: int | None = None,
+                size: int = 64, time_limit: int | None = None, **kwargs) -> gym.Env:
+    """One (non-vector) env with the same wrappers as `make`; seeded with `seed` on its first reset."""
+    suite, task = parse(name)
+    if suite == "gym":
+        from envs.gym_suite import make_gym
+
+        env = make_gym(task, pixels=pixels, size=size, action_repeat=action_repeat, time_limit=time_limit, **kwargs)
+    elif suite == "dmc":
+        from envs.dmc import DMCEnv
+
+        env = DMCEnv(task, seed=seed, pixels=bool(pixels), size=size, action_repeat=action_repeat,
+                     time_limit=time_limit, **kwargs)
+    elif suite == "atari":
+        from envs.atari import make_atari
+
+        env = make_atari(task, pixels=pixels, size=size, action_repeat=action_repeat, time_limit=time_limit,
+                         **kwargs)
+    else:
+        from envs.toy import make_toy
+        from envs.wrappers import ActionRepeat, TimeLimit
+
+        env = make_toy(task, pixels=pixels, size=size, **kwargs)
+        if action_repeat is not None and int(action_repeat) > 1:
+            env = ActionRepeat(env, int(action_repeat))
+        if time_limit is not None:
+            env = TimeLimit(env, int(time_limit))
+    if suite in ("dmc", "toy"):
+        from gymnasium import spaces
+
+        from envs.wrappers import RescaleAction
+
+        if isinstance(env.action_space, spaces.Box):
+            env = RescaleAction(env)
+    from envs.wrappers import SeedOnFirstReset
+
+    return SeedOnFirstReset(env, seed)
+
+
+def make(name: str, seed: int = 0, num_envs: int = 1, *, pixels: bool | None = None,
+         action_repeat: int | None = None, size: int = 64, time_limit: int | None = None,
+         vectorization: str = "sync", **kwargs) -> gym.vector.VectorEnv:
+    """Build `num_envs` copies of env `name` as a SAME_STEP-autoreset vector env (see module doc)."""
+    check(name)
+    if int(num_envs) < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    if vectorization not in ("sync", "async"):
+        raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
+    fns = [functools.partial(make_single, name, int(seed) + i, pixels=pixels, action_repeat=action_repeat,
+                             size=size, time_limit=time_limit, **kwargs) for i in range(int(num_envs))]
+    mode = gym.vector.AutoresetMode.SAME_STEP
+    if vectorization == "sync":
+        env = gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
+    else:
+        env = gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode)
+    env.action_space.seed(int(seed))
+    env.single_action_space.seed(int(seed))
+    env.observation_space.seed(int(seed))
+    env.spec_name = name
+    return env
+
+
+__all__ = ["SUITES", "EnvNameError", "parse", "check", "suite_defaults", "make", "make_single"]
