@@ -1,0 +1,7 @@
+"""Behaviour cloning on an offline dataset: `python -m mbrl.train env=d4rl/hopper-medium-v2 algo=bc`."""
+from mbrl.algos.offline import learner_from_config
+from mbrl.learners.bc import BC
+
+
+def from_config(cfg, run_dir=None):
+    return learner_from_config(cfg, run_dir, BC, "bc", "bc")

@@ -1,0 +1,7 @@
+"""IQL on an offline dataset: `python -m mbrl.train env=d4rl/hopper-medium-v2 algo=iql`."""
+from mbrl.algos.offline import learner_from_config
+from mbrl.learners.iql import IQL
+
+
+def from_config(cfg, run_dir=None):
+    return learner_from_config(cfg, run_dir, IQL, "iql", "iql")
