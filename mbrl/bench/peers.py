@@ -23,7 +23,12 @@ PEERS: dict[str, list[list[str]]] = {
     # each inner list is one `pip install` call, run in order
     "sheeprl": [["torch==2.13.0", "sheeprl==0.8.4"]],
     # mbrl-lib 0.2.0 needs hydra-core/omegaconf forced to versions that run on Python 3.11
-    "mbrllib": [["torch==2.13.0", "mbrl==0.2.0"], ["--no-deps", "hydra-core==1.3.2", "omegaconf==2.3.0", "antlr4-python3-runtime==4.9.3"]],
+    # (its pins omegaconf<2.1 / hydra-core==1.0.3 cannot be resolved by current pip: install its
+    # other requirements, then mbrl itself with --no-deps)
+    "mbrllib": [
+        ["torch==2.13.0", "numpy<2", "termcolor", "matplotlib", "gymnasium==0.26.3", "tqdm", "imageio", "PyYAML"],
+        ["--no-deps", "mbrl==0.2.0", "hydra-core==1.3.2", "omegaconf==2.3.0", "antlr4-python3-runtime==4.9.3"],
+    ],
 }
 
 

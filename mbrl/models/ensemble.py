@@ -1,0 +1,447 @@
+"""Probabilistic MLP ensemble (PETS / MBPO / MOPO backbone) behind the WorldModel protocol.
+
+One network per member, all members evaluated in one batched matmul (`EnsembleLinear`: weights
+[E, in, out], `torch.baddbmm`). Each member predicts a diagonal Gaussian over the normalised
+targets [Δobs, reward] (log-variance soft-clamped between learned bounds, as in PETS / mbrl-lib)
+and a termination logit. Inputs (obs, action) and targets are normalised with data statistics
+set at the start of every `fit`.
+
+Propagation of particles (`EnsembleState.member` holds each row's member, an index into the
+elites):
+- ``ts_inf``: every particle keeps its member for the whole rollout (PETS TS∞, mbrl-lib
+  ``fixed_model``). `initial_members(B)` lays members out in contiguous blocks so that a step is
+  a plain reshape to [K, B/K] (no gather).
+- ``ts1``: a fresh balanced random assignment every step (PETS TS1).
+- ``expectation``: every elite on every row; the next state is the mean of the members' means.
+
+Uncertainty (`uncertainty(state, action)`): returns the *epistemic* disagreement [B] — the norm
+over obs dims of the std across elites of the predicted next-obs means (in normalised units).
+The largest *aleatoric* std is returned by `aleatoric(state, action)` [B] — max over elites of
+the norm of the predicted std (MOPO's penalty) — and `uncertainty_terms(state, action)` gives both
+(`{"disagreement", "aleatoric"}`) from one forward pass. After a call to `uncertainty`,
+`last_aleatoric` holds the aleatoric value of the same call.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mbrl.data.batch import Batch
+from mbrl.models.base import State, WorldModel
+from mbrl.models.nets import EnsembleLinear, ensemble_mlp
+
+PROPAGATIONS = ("ts_inf", "ts1", "expectation")
+
+
+class EnsembleConfigError(ValueError):
+    pass
+
+
+@dataclass
+class EnsembleState(State):
+    """obs [B, D]; reward [B] and terminated [B] (probability) of the transition that arrived
+    here; member [B] (long) index into the elites, used by TS1 / TS∞ propagation."""
+
+    obs: torch.Tensor
+    reward: torch.Tensor
+    terminated: torch.Tensor
+    member: torch.Tensor
+
+    def event_dims_offset(self, name: str, value: torch.Tensor) -> int:
+        return value.dim() - 1 if name == "obs" else value.dim()
+
+
+class Normalizer(nn.Module):
+    """Per-feature mean / std, set from data (kept in the state_dict)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @torch.no_grad()
+    def set(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).float()
+        self.mean.copy_(x.mean(0))
+        std = x.std(0, unbiased=False) if x.shape[0] > 1 else torch.ones_like(self.std)
+        self.std.copy_(torch.where(std < 1e-6, torch.ones_like(std), std))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return (x - self.mean) / self.std
+
+    def inverse(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std + self.mean
+
+
+def soft_clamp_logvar(logvar: torch.Tensor, min_logvar: torch.Tensor, max_logvar: torch.Tensor) -> torch.Tensor:
+    logvar = max_logvar - F.softplus(max_logvar - logvar)
+    return min_logvar + F.softplus(logvar - min_logvar)
+
+
+class EnsembleModel(WorldModel):
+    default_algo = "pets"
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        ensemble_size: int = 5,
+        num_elites: int = 5,
+        hidden: int = 200,
+        layers: int = 4,
+        propagation: str = "ts_inf",
+        learn_termination: bool = True,
+        weight_decay: float = 5e-5,
+        logvar_bound_coef: float = 0.01,
+        lr: float = 1e-3,
+        planning_dtype: str = "bfloat16",
+        deterministic: bool = False,
+        seed: Optional[int] = None,
+    ):
+        super().__init__()
+        if propagation not in PROPAGATIONS:
+            raise EnsembleConfigError(f"unknown propagation {propagation!r}; valid: {', '.join(PROPAGATIONS)}")
+        if not 1 <= num_elites <= ensemble_size:
+            raise EnsembleConfigError(f"num_elites must be in [1, ensemble_size={ensemble_size}], got {num_elites}")
+        if planning_dtype not in ("float32", "bfloat16"):
+            raise EnsembleConfigError(f"planning_dtype must be 'float32' or 'bfloat16', got {planning_dtype!r}")
+        self.obs_dim, self.action_dim = obs_dim, action_dim
+        self.ensemble_size, self.num_elites = ensemble_size, num_elites
+        self.propagation = propagation
+        self.learn_termination = learn_termination
+        self.weight_decay, self.logvar_bound_coef, self.lr = weight_decay, logvar_bound_coef, lr
+        self.planning_dtype = getattr(torch, planning_dtype)
+        self.deterministic = deterministic
+        self.target_dim = obs_dim + 1  # [Δobs, reward]
+        in_dim = obs_dim + action_dim
+        # hidden layers (`layers` of them) then one output layer: mean, logvar, termination logit
+        self.net = ensemble_mlp(ensemble_size, in_dim, 2 * self.target_dim + 1, hidden=hidden, layers=layers, act=nn.SiLU)
+        self.linears = [m for m in self.net if isinstance(m, EnsembleLinear)]
+        self.min_logvar = nn.Parameter(-10.0 * torch.ones(self.target_dim))
+        self.max_logvar = nn.Parameter(0.5 * torch.ones(self.target_dim))
+        self.in_norm = Normalizer(in_dim)
+        self.target_norm = Normalizer(self.target_dim)
+        self.register_buffer("elites", torch.arange(num_elites))
+        self.generator: Optional[torch.Generator] = None
+        if seed is not None:
+            self.generator = torch.Generator().manual_seed(seed)
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=lr)
+        self.last_aleatoric: Optional[torch.Tensor] = None
+        self._planning = False
+
+    # ------------------------------------------------------------------ raw network
+    def _forward(self, x: torch.Tensor, members: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [K, N, in] normalised inputs for members `members` (None: all E) ->
+        mean [K, N, T], logvar [K, N, T], termination logit [K, N] (normalised target units)."""
+        h = x
+        n = len(self.linears)
+        for i, lin in enumerate(self.linears):
+            w, b = (lin.weight, lin.bias) if members is None else (lin.weight[members], lin.bias[members])
+            if h.dtype != w.dtype:
+                w, b = w.to(h.dtype), b.to(h.dtype)
+            h = torch.baddbmm(b, h, w)
+            if i < n - 1:
+                h = F.silu(h)
+        h = h.float()
+        t = self.target_dim
+        mean, logvar, term = h[..., :t], h[..., t : 2 * t], h[..., 2 * t]
+        logvar = soft_clamp_logvar(logvar, self.min_logvar, self.max_logvar)
+        return mean, logvar, term
+
+    def _inputs(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.in_norm(torch.cat([obs.float(), action.float()], -1))
+
+    # ------------------------------------------------------------------ training
+    def _targets(self, obs, action, next_obs, reward) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([obs.float(), action.float()], -1)
+        y = torch.cat([next_obs.float() - obs.float(), reward.float().unsqueeze(-1)], -1)
+        return x, y
+
+    def _transition_loss(self, x: torch.Tensor, y: torch.Tensor, term: torch.Tensor, mask: Optional[torch.Tensor] = None):
+        """x [E, N, in] / [N, in] raw inputs, y raw targets, term [.., N] float; -> loss, metrics."""
+        xn, yn = self.in_norm(x), self.target_norm(y)
+        if xn.dim() == 2:
+            xn = xn.unsqueeze(0).expand(self.ensemble_size, *xn.shape)
+            yn = yn.unsqueeze(0).expand(self.ensemble_size, *yn.shape)
+            term = term.unsqueeze(0).expand(self.ensemble_size, *term.shape)
+        mean, logvar, logit = self._forward(xn)
+        nll = ((mean - yn) ** 2 * torch.exp(-logvar) + logvar).mean(-1)  # [E, N]
+        bce = F.binary_cross_entropy_with_logits(logit, term.float(), reduction="none") if self.learn_termination else torch.zeros_like(nll)
+        if mask is not None:
+            m = mask.float().expand_as(nll)
+            denom = m.sum(-1).clamp(min=1.0)
+            nll_m, bce_m = (nll * m).sum(-1) / denom, (bce * m).sum(-1) / denom
+        else:
+            nll_m, bce_m = nll.mean(-1), bce.mean(-1)
+        loss = nll_m.sum() + bce_m.sum() + self.logvar_bound_coef * (self.max_logvar.sum() - self.min_logvar.sum())
+        if self.weight_decay:
+            loss = loss + self.weight_decay * sum((lin.weight**2).sum() for lin in self.linears) / 2
+        with torch.no_grad():
+            mse = ((mean - yn) ** 2).mean(-1)
+            mse = (mse * m).sum(-1) / denom if mask is not None else mse.mean(-1)
+        return loss, {"model/nll": float(nll_m.detach().mean()), "model/term_bce": float(bce_m.detach().mean()), "model/mse": float(mse.mean())}
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Sequence batch [B, T] in the buffer's stream layout (transition t -> t+1 valid where
+        not is_first[:, t+1]), or a transition batch [B] with `next_obs`. Every member sees the
+        same batch here (`fit` gives each member its own bootstrap sample)."""
+        if batch.reward.dim() == 1:
+            x, y = self._targets(batch.obs, batch.action, batch.next_obs, batch.reward)
+            return self._transition_loss(x, y, batch.terminated)
+        obs, act = batch.obs[:, :-1], batch.action[:, :-1]
+        x, y = self._targets(obs, act, batch.obs[:, 1:], batch.reward[:, 1:])
+        mask = ~batch.is_first[:, 1:].bool()
+        d = x.shape[-1]
+        return self._transition_loss(x.reshape(-1, d), y.reshape(-1, y.shape[-1]), batch.terminated[:, 1:].reshape(-1), mask.reshape(-1))
+
+    @torch.no_grad()
+    def _val_scores(self, x: torch.Tensor, y: torch.Tensor, term: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+        """Per-member held-out score [E]: MSE of the mean in normalised target units (+ BCE of termination)."""
+        tot = torch.zeros(self.ensemble_size, device=x.device)
+        for s in range(0, x.shape[0], chunk):
+            xn = self.in_norm(x[s : s + chunk]).unsqueeze(0).expand(self.ensemble_size, -1, -1)
+            yn = self.target_norm(y[s : s + chunk])
+            mean, _, logit = self._forward(xn)
+            tot += ((mean - yn) ** 2).mean(-1).sum(-1)
+            if self.learn_termination:
+                tt = term[s : s + chunk].float().expand_as(logit)
+                tot += F.binary_cross_entropy_with_logits(logit, tt, reduction="none").sum(-1)
+        return tot / x.shape[0]
+
+    def fit(
+        self,
+        data: Batch,
+        epochs: int = 50,
+        batch_size: int = 256,
+        holdout_ratio: float = 0.2,
+        max_holdout: int = 5000,
+        patience: int = 5,
+        improvement: float = 0.01,
+        bootstrap: bool = True,
+        max_updates: Optional[int] = None,
+    ) -> dict[str, float]:
+        """Train on transitions `data` (obs, action, reward, next_obs, terminated; [N]) for up to
+        `epochs` epochs with a held-out split: each member its own bootstrap sample; early stop
+        when no member improved its held-out score by `improvement` (relative) for `patience`
+        epochs; each member's best weights are restored; elites = best `num_elites` on held-out."""
+        dev = next(self.parameters()).device
+        x, y = self._targets(data.obs.to(dev), data.action.to(dev), data.next_obs.to(dev), data.reward.to(dev))
+        term = data.terminated.to(dev).float()
+        n = x.shape[0]
+        g = self.generator
+        perm = torch.randperm(n, generator=g).to(dev)
+        n_val = min(int(n * holdout_ratio), max_holdout) if n >= 10 else 0
+        val_idx, tr_idx = perm[:n_val], perm[n_val:]
+        self.in_norm.set(x[tr_idx])
+        self.target_norm.set(y[tr_idx])
+        ntr = tr_idx.numel()
+        E = self.ensemble_size
+        best = self._val_scores(x[val_idx], y[val_idx], term[val_idx]) if n_val else None
+        best_state = copy.deepcopy(self._member_params()) if n_val else None
+        since, updates, epoch = 0, 0, 0
+        metrics: dict[str, float] = {}
+        self.train()
+        for epoch in range(epochs):
+            if bootstrap:
+                idx = torch.randint(ntr, (E, ntr), generator=g).to(dev)
+            else:
+                idx = torch.stack([torch.randperm(ntr, generator=g) for _ in range(E)]).to(dev)
+            idx = tr_idx[idx]
+            for s in range(0, ntr, batch_size):
+                bi = idx[:, s : s + batch_size]  # [E, b]
+                loss, metrics = self._transition_loss(x[bi], y[bi], term[bi])
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                updates += 1
+                if max_updates is not None and updates >= max_updates:
+                    break
+            if max_updates is not None and updates >= max_updates:
+                break
+            if n_val:
+                score = self._val_scores(x[val_idx], y[val_idx], term[val_idx])
+                improved = (best - score) / best.clamp(min=1e-12) > improvement
+                if improved.any():
+                    self._copy_members_into(best_state, improved)
+                    best = torch.where(improved, score, best)
+                    since = 0
+                else:
+                    since += 1
+                    if since >= patience:
+                        break
+        if n_val:
+            self._load_member_params(best_state)
+            order = torch.argsort(best)
+            self.elites.copy_(order[: self.num_elites].sort().values)
+            metrics["model/val_score"] = float(best[self.elites].mean())
+        metrics.update({"model/epochs": float(epoch + 1), "model/updates": float(updates), "model/train_size": float(ntr)})
+        self.eval()
+        return metrics
+
+    @torch.no_grad()
+    def select_elites(self, data: Batch) -> torch.Tensor:
+        """Score every member on held-out transitions `data` and keep the best `num_elites`;
+        returns the per-member scores [E] (lower is better)."""
+        dev = self.elites.device
+        x, y = self._targets(data.obs.to(dev), data.action.to(dev), data.next_obs.to(dev), data.reward.to(dev))
+        scores = self._val_scores(x, y, data.terminated.to(dev).float())
+        self.elites.copy_(torch.argsort(scores)[: self.num_elites].sort().values)
+        return scores
+
+    def _member_params(self) -> list[torch.Tensor]:
+        return [p.detach().clone() for lin in self.linears for p in (lin.weight, lin.bias)]
+
+    def _copy_members_into(self, store: list[torch.Tensor], which: torch.Tensor) -> None:
+        cur = [p for lin in self.linears for p in (lin.weight, lin.bias)]
+        for s, p in zip(store, cur):
+            s[which] = p.detach()[which]
+
+    @torch.no_grad()
+    def _load_member_params(self, store: list[torch.Tensor]) -> None:
+        cur = [p for lin in self.linears for p in (lin.weight, lin.bias)]
+        for s, p in zip(store, cur):
+            p.copy_(s)
+
+    # ------------------------------------------------------------------ WorldModel protocol
+    def initial_members(self, batch_size: int, device=None) -> torch.Tensor:
+        """Balanced member assignment in contiguous blocks (the fast TS∞ layout)."""
+        k = self.num_elites
+        return (torch.arange(batch_size, device=device) * k) // max(batch_size, 1)
+
+    def _state(self, obs: torch.Tensor) -> EnsembleState:
+        lead = obs.shape[:-1]
+        z = torch.zeros(lead, device=obs.device)
+        member = self.initial_members(int(math.prod(lead)), obs.device).reshape(lead)
+        return EnsembleState(obs=obs.float(), reward=z, terminated=z.clone(), member=member)
+
+    def observe(self, obs: Any, action: torch.Tensor, is_first: torch.Tensor, state: Optional[State] = None) -> EnsembleState:
+        return self._state(obs)
+
+    def initial(self, batch_size: int) -> EnsembleState:
+        return self._state(torch.zeros(batch_size, self.obs_dim, device=self.elites.device))
+
+    def start_states(self, obs: torch.Tensor) -> EnsembleState:
+        """States for real observations obs [B, D] (members in TS∞ block layout)."""
+        return self._state(obs)
+
+    @contextlib.contextmanager
+    def planning(self, enabled: bool = True):
+        """Inside this context `step` runs its matmuls in `planning_dtype` (bf16 by default)."""
+        prev = self._planning
+        self._planning = enabled
+        try:
+            yield
+        finally:
+            self._planning = prev
+
+    def _predict_rows(self, xn: torch.Tensor, member: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each row with its own member (index into elites). xn [B, in] -> mean, logvar [B, T], logit [B]."""
+        B = xn.shape[0]
+        K = self.num_elites
+        elites = self.elites if K < self.ensemble_size else None
+        if B % K == 0:
+            blocked = self.initial_members(B, xn.device)
+            if torch.equal(member, blocked):  # fast path: plain reshape
+                mean, logvar, logit = self._forward(xn.reshape(K, B // K, -1), elites)
+                return mean.reshape(B, -1), logvar.reshape(B, -1), logit.reshape(B)
+            counts = torch.bincount(member, minlength=K)
+            if bool((counts == B // K).all()):  # balanced: sort rows by member, reshape, unsort
+                order = torch.argsort(member, stable=True)
+                mean, logvar, logit = self._forward(xn[order].reshape(K, B // K, -1), elites)
+                inv = torch.empty_like(order)
+                inv[order] = torch.arange(B, device=order.device)
+                return mean.reshape(B, -1)[inv], logvar.reshape(B, -1)[inv], logit.reshape(B)[inv]
+        # unbalanced: every elite on every row, pick each row's member
+        mean, logvar, logit = self._forward(xn.unsqueeze(0).expand(K, -1, -1), elites)
+        rows = torch.arange(B, device=xn.device)
+        return mean[member, rows], logvar[member, rows], logit[member, rows]
+
+    def step(self, state: EnsembleState, action: torch.Tensor) -> EnsembleState:
+        lead = state.obs.shape[:-1]
+        obs = state.obs.reshape(-1, self.obs_dim)
+        act = action.reshape(-1, action.shape[-1])
+        xn = self._inputs(obs, act)
+        if self._planning and self.planning_dtype != torch.float32:
+            xn = xn.to(self.planning_dtype)
+        member = state.member.reshape(-1)
+        if self.propagation == "expectation":
+            mean, _, logit = self._forward(xn.unsqueeze(0).expand(self.num_elites, -1, -1), self.elites if self.num_elites < self.ensemble_size else None)
+            y = mean.mean(0)
+            logit = logit.mean(0)
+        else:
+            if self.propagation == "ts1":
+                B, K = member.numel(), self.num_elites
+                perm = torch.randperm(B, generator=self.generator).to(xn.device)
+                member = self.initial_members(B, xn.device)[perm] if B % K == 0 else torch.randint(K, (B,), generator=self.generator).to(xn.device)
+            mean, logvar, logit = self._predict_rows(xn, member)
+            if self.deterministic:
+                y = mean
+            else:
+                noise = torch.randn(mean.shape, generator=self.generator).to(mean.device) if self.generator is not None else torch.randn_like(mean)
+                y = mean + torch.exp(0.5 * logvar) * noise
+        y = self.target_norm.inverse(y)
+        next_obs = obs + y[:, : self.obs_dim]
+        reward = y[:, self.obs_dim]
+        term = torch.sigmoid(logit) if self.learn_termination else torch.zeros_like(reward)
+        return EnsembleState(
+            obs=next_obs.reshape(*lead, self.obs_dim), reward=reward.reshape(lead), terminated=term.reshape(lead), member=member.reshape(lead)
+        )
+
+    def reward(self, state: EnsembleState) -> torch.Tensor:
+        return state.reward
+
+    def cont(self, state: EnsembleState) -> torch.Tensor:
+        return 1.0 - state.terminated
+
+    def features(self, state: EnsembleState) -> torch.Tensor:
+        return state.obs
+
+    @torch.no_grad()
+    def uncertainty_terms(self, state: EnsembleState, action: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"disagreement": std across elites of the predicted next-obs means (norm over dims,
+        normalised units) [B], "aleatoric": max over elites of the norm of the predicted std [B]}."""
+        lead = state.obs.shape[:-1]
+        xn = self._inputs(state.obs.reshape(-1, self.obs_dim), action.reshape(-1, action.shape[-1]))
+        K = self.num_elites
+        mean, logvar, _ = self._forward(xn.unsqueeze(0).expand(K, -1, -1), self.elites if K < self.ensemble_size else None)
+        d = self.obs_dim
+        dis = mean[..., :d].std(0, unbiased=False).norm(dim=-1) if K > 1 else torch.zeros(mean.shape[1], device=mean.device)
+        ale = torch.exp(0.5 * logvar[..., :d]).norm(dim=-1).amax(0)
+        return {"disagreement": dis.reshape(lead), "aleatoric": ale.reshape(lead)}
+
+    def uncertainty(self, state: EnsembleState, action: torch.Tensor) -> torch.Tensor:
+        terms = self.uncertainty_terms(state, action)
+        self.last_aleatoric = terms["aleatoric"]
+        return terms["disagreement"]
+
+    def aleatoric(self, state: EnsembleState, action: torch.Tensor) -> torch.Tensor:
+        return self.uncertainty_terms(state, action)["aleatoric"]
+
+    def state_dict(self, *args, **kwargs):  # type: ignore[override]
+        """Includes the optimiser state (under "_optimizer") so a checkpoint resumes exactly."""
+        sd = super().state_dict(*args, **kwargs)
+        sd["_optimizer"] = self.optimizer.state_dict()
+        return sd
+
+    def load_state_dict(self, sd, strict: bool = True):  # type: ignore[override]
+        sd = dict(sd)
+        opt = sd.pop("_optimizer", None)
+        out = super().load_state_dict(sd, strict=strict)
+        if opt is not None:
+            self.optimizer.load_state_dict(opt)
+        return out
+
+
+def from_config(cfg: Any, obs_dim: int, action_dim: int, seed: Optional[int] = None) -> EnsembleModel:
+    """Build from the `model` config group (configs/model/ensemble.yaml)."""
+    keys = ("ensemble_size", "num_elites", "hidden", "layers", "propagation", "learn_termination", "weight_decay", "logvar_bound_coef", "lr", "planning_dtype", "deterministic")
+    kw = {k: cfg[k] for k in keys if k in cfg}
+    return EnsembleModel(obs_dim, action_dim, seed=seed, **kw)

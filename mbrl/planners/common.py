@@ -1,0 +1,40 @@
+"""Helpers shared by the planners: bounds, warm start, safe scoring."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from mbrl.planners.base import ScoreFn
+
+
+class PlannerConfigError(ValueError):
+    pass
+
+
+def as_bounds(low, high, action_dim: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    lo = torch.as_tensor(low, dtype=torch.float32, device=device).expand(action_dim).clone()
+    hi = torch.as_tensor(high, dtype=torch.float32, device=device).expand(action_dim).clone()
+    if not bool((hi > lo).all()):
+        raise PlannerConfigError(f"action_high must exceed action_low in every dim; got low={lo.tolist()} high={hi.tolist()}")
+    return lo, hi
+
+
+def shifted_mean(prev: Optional[torch.Tensor], horizon: int, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Warm start: the previous solution shifted by one step (last step repeated), or the centre of
+    the bounds. Adapts to a changed horizon."""
+    centre = (lo + hi) / 2
+    if prev is None:
+        return centre.expand(horizon, -1).clone()
+    sh = torch.cat([prev[1:], prev[-1:]], 0)
+    if sh.shape[0] >= horizon:
+        return sh[:horizon].clone()
+    return torch.cat([sh, sh[-1:].expand(horizon - sh.shape[0], -1)], 0)
+
+
+def safe_score(score_fn: ScoreFn, actions: torch.Tensor) -> torch.Tensor:
+    """score_fn with NaN / inf replaced by a very low value (float32 [N])."""
+    r = score_fn(actions).float().reshape(-1)
+    if r.shape[0] != actions.shape[0]:
+        raise ValueError(f"score_fn returned {r.shape[0]} scores for {actions.shape[0]} action sequences")
+    return torch.nan_to_num(r, nan=-1e10, posinf=-1e10, neginf=-1e10)

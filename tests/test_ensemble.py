@@ -1,0 +1,154 @@
+import pytest
+import torch
+
+from mbrl.data.batch import Batch
+from mbrl.models.ensemble import EnsembleConfigError, EnsembleModel, EnsembleState
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny networks: one thread is much faster than two on a shared 2-core machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def f_next(obs, act):
+    return obs + 0.5 * torch.sin(3 * obs) + 0.3 * act
+
+
+def f_reward(obs, act):
+    return torch.cos(2 * obs[:, 0]) - 0.1 * act[:, 0] ** 2
+
+
+def make_data(n, lo=-1.0, hi=1.0, seed=0, noise=0.02):
+    g = torch.Generator().manual_seed(seed)
+    obs = lo + (hi - lo) * torch.rand(n, 1, generator=g)
+    act = 2 * torch.rand(n, 1, generator=g) - 1
+    nxt = f_next(obs, act) + noise * torch.randn(n, 1, generator=g)
+    rew = f_reward(obs, act)
+    term = (nxt[:, 0] > 0.9).float()
+    return Batch(obs=obs, action=act, next_obs=nxt, reward=rew, terminated=term)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    torch.manual_seed(0)
+    m = EnsembleModel(1, 1, ensemble_size=5, num_elites=4, hidden=64, layers=3, seed=0)
+    metrics = m.fit(make_data(3000), epochs=60, batch_size=128, patience=8)
+    return m, metrics
+
+
+def test_fits_nonlinear_function(fitted):
+    m, metrics = fitted
+    test = make_data(500, seed=1, noise=0.0)
+    s = m.start_states(test.obs)
+    m.deterministic = True
+    try:
+        nxt = m.step(s, test.action)
+    finally:
+        m.deterministic = False
+    assert (nxt.obs - test.next_obs).abs().mean() < 0.03
+    assert (nxt.reward - test.reward).abs().mean() < 0.03
+    # learned termination head: predicted probability separates the two classes
+    t = test.terminated.bool()
+    assert nxt.terminated[t].mean() > 0.7 and nxt.terminated[~t].mean() < 0.1
+    # aleatoric std learned close to the data noise (0.02), not the initial bound
+    assert torch.exp(0.5 * m.max_logvar).max() < 5.0
+    assert metrics["model/epochs"] >= 2
+
+
+def test_uncertainty_grows_off_data(fitted):
+    m, _ = fitted
+    on = make_data(300, seed=2)
+    off = make_data(300, lo=3.0, hi=4.0, seed=3)
+    u_on = m.uncertainty(m.start_states(on.obs), on.action)
+    ale_on = m.last_aleatoric
+    u_off = m.uncertainty(m.start_states(off.obs), off.action)
+    assert u_on.shape == (300,) and ale_on.shape == (300,)
+    assert u_off.mean() > 5 * u_on.mean()
+    terms = m.uncertainty_terms(m.start_states(off.obs), off.action)
+    assert set(terms) == {"disagreement", "aleatoric"}
+    assert torch.allclose(terms["aleatoric"], m.aleatoric(m.start_states(off.obs), off.action))
+
+
+def test_elites_chosen_on_held_out(fitted):
+    m, _ = fitted
+    m2 = EnsembleModel(1, 1, ensemble_size=5, num_elites=4, hidden=64, layers=3)
+    m2.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        m2.linears[0].weight[2] += 3.0 * torch.randn_like(m2.linears[0].weight[2])
+    scores = m2.select_elites(make_data(500, seed=4))
+    assert scores.argmax().item() == 2
+    assert 2 not in m2.elites.tolist() and len(m2.elites) == 4
+    # propagation uses only elites: the broken member never influences a step
+    s = m2.start_states(torch.zeros(8, 1))
+    assert m2.step(s, torch.zeros(8, 1)).member.max() < 4
+
+
+@pytest.mark.parametrize("prop", ["ts_inf", "ts1", "expectation"])
+def test_propagation_modes(fitted, prop):
+    m, _ = fitted
+    m2 = EnsembleModel(1, 1, ensemble_size=5, num_elites=4, hidden=64, layers=3, propagation=prop, seed=1)
+    m2.load_state_dict(m.state_dict())
+    B = 40
+    s = m2.start_states(torch.full((B, 1), 0.2))
+    s1 = m2.step(s, torch.zeros(B, 1))
+    assert s1.obs.shape == (B, 1) and s1.reward.shape == (B,) and s1.terminated.shape == (B,)
+    if prop == "ts_inf":
+        assert torch.equal(s1.member, s.member)
+        # each of the 4 elites holds a contiguous block of 10 rows
+        assert torch.equal(torch.bincount(s1.member), torch.full((4,), 10))
+    if prop == "ts1":
+        assert torch.equal(torch.bincount(s1.member), torch.full((4,), 10))
+        assert not torch.equal(s1.member, s.member)
+    if prop == "expectation":
+        assert torch.allclose(s1.obs, s1.obs[:1].expand(B, 1))
+    else:
+        assert s1.obs.std() > 0  # sampled
+    # an unbalanced member assignment gives the same per-row means as the fast path
+    m2.deterministic = True
+    s_fast = m2.step(s, torch.zeros(B, 1))
+    odd = EnsembleState(obs=s.obs[:7], reward=s.reward[:7], terminated=s.terminated[:7], member=s.member[:7])
+    if prop != "ts1":
+        assert torch.allclose(m2.step(odd, torch.zeros(7, 1)).obs, s_fast.obs[:7], atol=1e-5)
+
+
+def test_bf16_planning_close_to_fp32(fitted):
+    m, _ = fitted
+    m.deterministic = True
+    try:
+        s = m.start_states(torch.linspace(-1, 1, 100).unsqueeze(-1))
+        a = torch.zeros(100, 1)
+        ref = m.step(s, a)
+        with m.planning():
+            low = m.step(s, a)
+    finally:
+        m.deterministic = False
+    assert (ref.obs - low.obs).abs().max() < 0.05
+
+
+def test_sequence_loss_and_training_step():
+    torch.manual_seed(0)
+    m = EnsembleModel(2, 1, ensemble_size=3, num_elites=2, hidden=32, layers=2)
+    B, T = 8, 5
+    obs = torch.randn(B, T, 2)
+    batch = Batch(
+        obs=obs, action=torch.randn(B, T, 1), reward=torch.randn(B, T), terminated=torch.zeros(B, T, dtype=torch.bool),
+        is_first=torch.zeros(B, T, dtype=torch.bool),
+    )
+    batch.is_first[:, 0] = True
+    batch.is_first[0, 3] = True  # an episode boundary inside a chunk is masked out
+    loss, metrics = m.loss(batch)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None for p in m.net.parameters())
+    assert {"model/nll", "model/term_bce", "model/mse"} <= set(metrics)
+
+
+def test_bad_config():
+    with pytest.raises(EnsembleConfigError, match="valid"):
+        EnsembleModel(2, 1, propagation="ts2")
+    with pytest.raises(EnsembleConfigError):
+        EnsembleModel(2, 1, ensemble_size=3, num_elites=5)
