@@ -388,3 +388,18 @@ def test_for_env_and_torch_inputs():
     buf.add(torch.as_tensor(o), torch.as_tensor(a), torch.as_tensor(r), no, te, tr)
     assert len(buf) == 2
     env.close()
+
+
+def test_parallel_gather_matches_serial():
+    space = spaces.Box(0, 255, (3, 64, 64), np.uint8)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (301, 3, 64, 64), dtype=np.uint8)
+    bufs = [ReplayBuffer(400, space, ACT, seed=3, gather_threads=k) for k in (1, 2)]
+    for b in bufs:
+        b.add_batch(frames[:-1], np.zeros((300, 2), np.float32), np.ones(300), frames[1:], np.zeros(300), np.zeros(300))
+    x, y = bufs[0].sample(200), bufs[1].sample(200)  # 200 x 12 KiB rows: the parallel path
+    assert all(torch.equal(x[k], y[k]) for k in x)
+    x, y = bufs[0].sample_sequences(16, 64), bufs[1].sample_sequences(16, 64)
+    assert all(torch.equal(x[k], y[k]) for k in x)
+    k = (frames[None] == x.obs[:, 0].numpy()[:, None]).all(axis=(2, 3, 4)).argmax(1)
+    np.testing.assert_array_equal(x.obs.numpy(), frames[k[:, None] + np.arange(64)])  # consecutive stored frames
