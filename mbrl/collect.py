@@ -199,17 +199,20 @@ def collect(opts: dict, log=print) -> Path:
     elif policy is not None:
         best = policy
     policy_return = float(rollout(env, best, 0, seed + 200, explore=False, episodes=opts["ref_episodes"])["returns"].mean()) if best else ref_min
-    ref_max = opts["ref_max"] if opts["ref_max"] is not None else policy_return
+    ref_max = opts["ref_max"] if opts["ref_max"] is not None else (policy_return if best is not None else None)
     ends = np.flatnonzero(data["terminated"] | data["truncated"])
     cs = np.concatenate([[0.0], np.cumsum(data["reward"])])
     ep_rets = cs[ends + 1] - cs[np.concatenate([[0], ends[:-1] + 1])]
-    attrs = dict(env_name=opts["env"], kind=kind, policy=str(opts["policy"]), seed=seed, ref_min_score=ref_min, ref_max_score=float(ref_max),
-                 policy_return=policy_return, dataset_return_mean=float(ep_rets.mean()) if len(ep_rets) else 0.0,
-                 num_episodes=int(len(ends)), collector="mbrl.collect")
+    attrs = dict(env_name=opts["env"], kind=kind, policy=str(opts["policy"]), seed=seed, random_return=ref_min,
+                 dataset_return_mean=float(ep_rets.mean()) if len(ep_rets) else 0.0, num_episodes=int(len(ends)), collector="mbrl.collect")
+    if best is not None:
+        attrs["policy_return"] = policy_return
+    if ref_max is not None:  # without an expert return (kind=random, no ref_max=) there is no normalised score
+        attrs.update(ref_min_score=ref_min, ref_max_score=float(ref_max))
     path = write_d4rl(opts["out"], data["obs"], data["action"].astype(np.float32), data["reward"], data["next_obs"], data["terminated"], data["truncated"], attrs)
     env.close()
     log(f"wrote {path}: {len(data['reward'])} transitions, {len(ends)} episodes, mean episode return {attrs['dataset_return_mean']:.2f} "
-        f"(ref min {ref_min:.2f}, ref max {ref_max:.2f})")
+        f"(random policy {ref_min:.2f}, ref max {ref_max if ref_max is not None else 'none: pass ref_max='})")
     return path
 
 
