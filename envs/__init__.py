@@ -134,7 +134,8 @@ def make(name: str, seed: int = 0, num_envs: int = 1, *, pixels: bool | None = N
     if vectorization == "sync":
         env = gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
     else:
-        env = gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode)
+        # forkserver: children never inherit a parent's EGL / CUDA state (fork after rendering hangs)
+        env = gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode, context="forkserver")
     env.action_space.seed(int(seed))
     env.single_action_space.seed(int(seed))
     env.observation_space.seed(int(seed))
