@@ -190,3 +190,207 @@ def test_async_vectorization():
         np.testing.assert_array_equal(sync.reset()[0], other.reset()[0])
     finally:
         other.close()
+
+
+# ----------------------------------------------------------------------------------------------- dmc
+def test_dmc_proprio_shapes_and_episode_length():
+    env = envs.make("dmc/cartpole-swingup", seed=0, num_envs=1)
+    assert env.single_observation_space.shape == (5,)  # position (3) + velocity (2), flattened
+    space = env.single_action_space
+    assert space.shape == (1,) and space.dtype == np.float32 and space.low[0] == -1 and space.high[0] == 1
+    obs, _ = env.reset()
+    assert obs.shape == (1, 5) and obs.dtype == np.float32
+    steps = 0
+    while True:
+        obs, reward, term, trunc, info = env.step(env.action_space.sample())
+        steps += 1
+        assert obs.dtype == np.float32 and 0.0 <= reward[0] <= 2.0
+        if term[0] or trunc[0]:
+            break
+    assert steps == 500 and trunc[0] and not term[0]  # 1000 env steps at action repeat 2
+    assert env.envs[0].unwrapped.physics.data.time == pytest.approx(0.0)  # autoreset in the same step
+    single = envs.make_single("dmc/cartpole-swingup", seed=0)
+    single.reset()
+    for t in range(500):
+        *_, term, trunc, _ = single.step(single.action_space.sample())
+        assert trunc == (t == 499) and not term
+    assert single.unwrapped.physics.data.time == pytest.approx(10.0)  # 1000 steps of 0.01 s
+
+
+def test_dmc_action_repeat_sums_rewards():
+    rep = envs.make_single("dmc/cartpole-swingup", seed=5, action_repeat=3)
+    one = envs.make_single("dmc/cartpole-swingup", seed=5, action_repeat=1)
+    o_rep, _ = rep.reset()
+    o_one, _ = one.reset()
+    np.testing.assert_array_equal(o_rep, o_one)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        action = rng.uniform(-1, 1, 1).astype(np.float32)
+        o_rep, r_rep, *_ = rep.step(action)
+        total = 0.0
+        for _ in range(3):
+            o_one, r, *_ = one.step(action)
+            total += r
+        assert r_rep == pytest.approx(total, abs=1e-9)
+        np.testing.assert_allclose(o_rep, o_one)
+    assert rep.unwrapped._env.physics.data.time == pytest.approx(one.unwrapped._env.physics.data.time)
+    assert envs.make_single("dmc/cartpole-swingup", action_repeat=4).unwrapped.max_steps == 250
+
+
+def test_dmc_seeding_and_names():
+    a, b, c = (envs.make_single("dmc/point_mass-easy", seed=s) for s in (1, 1, 2))
+    oa, ob, oc = a.reset()[0], b.reset()[0], c.reset()[0]
+    np.testing.assert_array_equal(oa, ob)
+    assert not np.allclose(oa, oc)
+    assert envs.make_single("dmc/ball_in_cup-catch").observation_space.shape == (8,)
+
+
+@needs_egl
+def test_dmc_pixels():
+    env = envs.make("dmc/cartpole-swingup", seed=0, num_envs=1, pixels=True)
+    assert env.single_observation_space.shape == (3, 64, 64)
+    assert env.single_observation_space.dtype == np.uint8
+    obs, _ = env.reset()
+    assert obs.shape == (1, 3, 64, 64) and obs.dtype == np.uint8
+    assert obs.std() > 10  # a real rendering, not a blank frame
+    for _ in range(3):
+        nxt, *_ = env.step(np.ones((1, 1), np.float32))
+    assert nxt.shape == (1, 3, 64, 64) and np.abs(nxt.astype(int) - obs).sum() > 0  # the cart moved
+    small = envs.make_single("dmc/quadruped-walk", pixels=True, size=32)
+    assert small.unwrapped.camera == 2
+    assert small.reset()[0].shape == (3, 32, 32)
+
+
+# --------------------------------------------------------------------------------------------- atari
+def test_atari_names():
+    from envs.atari import game_name
+
+    assert game_name("pong") == game_name("Pong") == "Pong"
+    assert game_name("ms_pacman") == game_name("MsPacman") == "MsPacman"
+    from envs.scores import ATARI100K_GAMES
+
+    assert all(game_name(g) == g for g in ATARI100K_GAMES)
+
+
+def test_atari_shapes_and_protocol():
+    env = envs.make("atari/pong", seed=0, num_envs=2)
+    assert env.single_observation_space.shape == (3, 64, 64)
+    assert env.single_observation_space.dtype == np.uint8
+    assert isinstance(env.single_action_space, gym.spaces.Discrete) and env.single_action_space.n == 6  # minimal
+    obs, info = env.reset()
+    assert obs.shape == (2, 3, 64, 64) and obs.dtype == np.uint8
+    inner = env.envs[0].unwrapped
+    assert inner.ale.getFloat("repeat_action_probability") == 0.0
+    assert inner.max_steps == 27_000 and inner.ale.getInt("max_num_frames_per_episode") == 108_000
+    frames = inner.ale.getEpisodeFrameNumber()
+    assert 1 <= frames <= 30  # no-op start
+    obs, reward, term, trunc, info = env.step(np.array([0, 1]))
+    assert inner.ale.getEpisodeFrameNumber() == frames + 4  # frame skip 4
+    assert obs.shape == (2, 3, 64, 64) and obs.dtype == np.uint8 and "life_loss" in info
+    gray = envs.make("atari/pong", grayscale=True)
+    assert gray.single_observation_space.shape == (1, 64, 64) and gray.reset()[0].shape == (1, 1, 64, 64)
+
+
+def test_atari_max_pool_of_last_two_frames():
+    import cv2
+
+    env = envs.make_single("atari/breakout", seed=0)
+    inner = env.unwrapped
+    env.reset()
+    for _ in range(20):  # get the ball moving, so consecutive frames differ
+        env.step(1)
+    state = inner.ale.cloneState()
+    obs, *_ = env.step(3)
+    inner.ale.restoreState(state)
+    action = inner._action_set[3]
+    frames = []
+    for _ in range(4):
+        inner.ale.act(action)
+        frames.append(inner.ale.getScreenRGB())
+    assert not np.array_equal(frames[2], frames[3])
+    pooled = np.maximum(frames[2], frames[3])
+    expected = cv2.resize(pooled, (64, 64), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
+    np.testing.assert_array_equal(obs, expected)
+    last_only = cv2.resize(frames[3], (64, 64), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
+    assert not np.array_equal(obs, last_only)
+
+
+def test_atari_noop_starts_vary_start_state():
+    env = envs.make_single("atari/breakout", seed=0)
+    starts, rams = set(), set()
+    for seed in range(8):
+        env.reset(seed=seed)
+        starts.add(env.unwrapped.ale.getEpisodeFrameNumber())
+        rams.add(env.unwrapped.ale.getRAM().tobytes())
+    assert len(starts) >= 4 and len(rams) >= 4 and all(1 <= s <= 30 for s in starts)
+    no_noop = envs.make_single("atari/breakout", seed=0, noop_max=0)
+    no_noop.reset()
+    assert no_noop.unwrapped.ale.getEpisodeFrameNumber() == 0
+
+
+def test_atari_deterministic_without_sticky_actions():
+    actions = np.random.default_rng(0).integers(0, 4, 150)
+    a, b = envs.make_single("atari/breakout", seed=7), envs.make_single("atari/breakout", seed=7)
+    a.reset(), b.reset()
+    for act in actions:
+        oa, ra, *_ = a.step(act)
+        ob, rb, *_ = b.step(act)
+        np.testing.assert_array_equal(oa, ob)
+        assert ra == rb
+    # same emulator state, different ALE random streams: with sticky actions these would diverge
+    c, d = envs.make_single("atari/breakout", seed=1), envs.make_single("atari/breakout", seed=2)
+    c.reset(), d.reset()
+    d.unwrapped.ale.restoreState(c.unwrapped.ale.cloneState())
+    for act in actions:
+        oc, *_ = c.step(act)
+        od, *_ = d.step(act)
+        np.testing.assert_array_equal(oc, od)
+
+
+def test_atari_life_loss_signal():
+    env = envs.make("atari/breakout", seed=0, num_envs=1)
+    env.reset()
+    seen = None
+    for t in range(2000):
+        obs, reward, term, trunc, info = env.step(env.action_space.sample())
+        if info["life_loss"][0]:
+            seen = (t, int(info["lives"][0]), bool(term[0]))
+            break
+    assert seen is not None and seen[1] == 4 and not seen[2]  # 5 -> 4 lives, the episode goes on
+    # life_loss_terminal: terminated at the life loss, the game (not a fresh one) goes on after reset
+    env = envs.make_single("atari/breakout", seed=0, life_loss_terminal=True)
+    env.reset()
+    for t in range(2000):
+        obs, reward, term, trunc, info = env.step(env.action_space.sample())
+        if term:
+            break
+    assert term and info["life_loss"] and info["lives"] == 4
+    _, info = env.reset()
+    assert info["lives"] == 4
+
+
+def test_atari_game_over_and_autoreset():
+    env = envs.make("atari/breakout", seed=0, num_envs=1, noop_max=0)
+    env.reset()
+    for t in range(5000):
+        obs, reward, term, trunc, info = env.step(env.action_space.sample())
+        if term[0]:
+            break
+    assert term[0] and info["_final_obs"][0] and int(info["final_info"]["lives"][0]) == 0
+    assert env.envs[0].unwrapped.ale.lives() == 5  # reset to a fresh game in the same step
+
+
+# -------------------------------------------------------------------------------------------- scores
+def test_scores():
+    from envs import scores
+
+    assert len(scores.ATARI100K_GAMES) == 26 and scores.ATARI100K_STEPS == 100_000
+    assert set(scores.ATARI_RANDOM_SCORES) == set(scores.ATARI100K_GAMES) == set(scores.ATARI_HUMAN_SCORES)
+    for game in scores.ATARI100K_GAMES:
+        assert scores.human_normalized_score(game, scores.ATARI_RANDOM_SCORES[game]) == pytest.approx(0.0)
+        assert scores.human_normalized_score(game, scores.ATARI_HUMAN_SCORES[game]) == pytest.approx(1.0)
+    assert scores.human_normalized_score("pong", 14.6) == pytest.approx(1.0)
+    assert scores.human_normalized_score("atari/ms_pacman", 307.3) == pytest.approx(0.0)
+    assert scores.human_normalized_score("Pong", -3.05) == pytest.approx(0.5)
+    with pytest.raises(envs.EnvNameError, match="Alien"):
+        scores.human_normalized_score("Tetris", 1.0)
