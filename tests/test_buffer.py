@@ -152,6 +152,12 @@ def test_multi_env_streams_wraparound_match_reference():
     assert buf.num_entries == cap
     seen, expected = check_transitions(buf, ref)
     assert seen == set(expected)  # every valid transition is reachable
+    allt = buf.all_transitions()
+    assert len(allt.reward) == len(buf) and set(map(tuple, allt.obs.numpy())) == set(ref.transitions())
+    for e in range(n):  # stream order: oldest first, global step increasing within each env
+        g = allt.obs[allt.obs[:, 0] == e, 3]
+        assert (g[1:] >= g[:-1]).all()
+    np.testing.assert_array_equal(allt.reward.numpy(), rew_of(allt.next_obs.numpy()))
     seen, expected = check_chunks(buf, ref, 8, 1500)
     assert seen == set(expected)
     b = buf.sample_sequences(80, 8)

@@ -405,6 +405,19 @@ class ReplayBuffer:
                      next_obs=self._gather_obs(j), terminated=self._gather(self._terminated, j),
                      truncated=self._gather(self._truncated, j), is_first=self._gather(self._is_first, i))
 
+    def all_transitions(self) -> Batch:
+        """Every stored transition [N], in stream order (fit-on-all-data models: PETS, MBPO); no RNG used."""
+        i = np.flatnonzero(self._has_action.reshape(-1))
+        if len(i) == 0:
+            raise BufferError("the buffer holds 0 transitions; add data first")
+        c = self.stream_capacity
+        oldest = (self._pos - self._count) % c  # order each stream oldest first
+        i = i[np.argsort((i // c) * c + ((i % c) - oldest[i // c]) % c, kind="stable")]
+        j = (i // c) * c + (i % c + 1) % c
+        return Batch(obs=self._gather_obs(i), action=self._gather(self._action, i), reward=self._gather(self._reward, j),
+                     next_obs=self._gather_obs(j), terminated=self._gather(self._terminated, j),
+                     truncated=self._gather(self._truncated, j), is_first=self._gather(self._is_first, i))
+
     def _sequence_index(self, batch_size: int, length: int) -> np.ndarray:
         if batch_size < 1 or length < 1:
             raise BufferError(f"batch_size={batch_size}, length={length} are invalid; expected integers >= 1")
