@@ -139,7 +139,6 @@ def make(name: str, seed: int = 0, num_envs: int = 1, *, pixels: bool | None = N
     env.action_space.seed(int(seed))
     env.single_action_space.seed(int(seed))
     env.observation_space.seed(int(seed))
-    env.spec_name = name
     return env
 
 

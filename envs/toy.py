@@ -8,7 +8,9 @@
 
 (random policy: mean ± std over 1000 episodes of uniform actions, measured with
 `python -m envs.toy`; good policy: `toy/point` moving straight to the goal, `toy/chain` always
-"right".)
+"right".) Learnability, measured: SAC (`python -m mbrl.train env=toy/point algo=sac steps=4000
+algo.prefill=500`, seed 0) reaches eval returns -37.8 / -18.9 / -9.8 / -6.7 after 1k / 2k / 3k / 4k
+env steps.
 
 `toy/point`: a 2-D point in [-1, 1]^2 moves by 0.1 * action per step toward a goal; both are
 drawn uniformly at reset. Observation `[x, y, goal_x, goal_y]`; reward `-||pos - goal||` after the

@@ -261,6 +261,30 @@ def test_dmc_pixels():
     assert small.reset()[0].shape == (3, 32, 32)
 
 
+@needs_egl
+@pytest.mark.timeout(180)
+def test_async_pixels_after_rendering_in_parent():
+    # a forked child of a process that already holds an EGL context hangs; make uses forkserver
+    sync = envs.make("dmc/cartpole-swingup", seed=0, num_envs=2, pixels=True)
+    ref, _ = sync.reset()
+    env = envs.make("dmc/cartpole-swingup", seed=0, num_envs=2, pixels=True, vectorization="async")
+    try:
+        obs, _ = env.reset()
+        np.testing.assert_array_equal(obs, ref)
+        action = np.full((2, 1), 0.5, np.float32)
+        np.testing.assert_array_equal(env.step(action)[0], sync.step(action)[0])
+    finally:
+        env.close()
+
+
+@needs_egl
+def test_gym_mujoco_pixels():
+    env = envs.make("gym/InvertedPendulum-v5", seed=0, pixels=True, size=48)
+    assert env.single_observation_space.shape == (3, 48, 48)
+    obs, _ = env.reset()
+    assert obs.shape == (1, 3, 48, 48) and obs.dtype == np.uint8 and obs.std() > 5
+
+
 # --------------------------------------------------------------------------------------------- atari
 def test_atari_names():
     from envs.atari import game_name
