@@ -11,6 +11,11 @@ returns the first obs of its next episode in `obs[i]` and the last obs in `info[
 (mask `info["_final_obs"]`). Continuous actions are float32 in [-1, 1]; discrete actions are
 `Discrete(n)`; observations are float32 vectors `[D]` or uint8 channel-first images `(C, H, W)`.
 Env i is seeded with `seed + i` on its first reset (a later `reset(seed=s)` reseeds with `s + i`).
+
+`make_single(name, seed, ...)` builds one wrapped (non-vector) env, e.g. for evaluation videos;
+`check(name)` validates a name cheaply; `suite_defaults(suite)` gives per-suite defaults.
+`vectorization="async"` runs one env per subprocess (forkserver start method: safe after the parent
+rendered with EGL or touched CUDA; the main script must be importable, i.e. not fed on stdin).
 """
 from __future__ import annotations
 
@@ -25,11 +30,13 @@ import gymnasium as gym  # noqa: E402
 SUITES = ("gym", "dmc", "atari", "toy")
 
 _DEFAULTS = {
-    # steps = default agent-step budget of a training run; action_repeat = env steps per agent step.
+    # steps = default agent-step budget of a training run; action_repeat = env steps per agent step;
+    # time_limit None = the suite's own episode length (episode_env_steps env steps where given).
     "gym": {"action_repeat": 1, "pixels": False, "size": 64, "time_limit": None, "steps": 1_000_000},
-    "dmc": {"action_repeat": 2, "pixels": False, "size": 64, "time_limit": 500, "steps": 500_000},
-    "atari": {"action_repeat": 4, "pixels": True, "size": 64, "time_limit": 27_000, "steps": 100_000,
-              "grayscale": False, "noop_max": 30, "life_loss_terminal": False},
+    "dmc": {"action_repeat": 2, "pixels": False, "size": 64, "time_limit": None, "episode_env_steps": 1000,
+            "steps": 500_000},
+    "atari": {"action_repeat": 4, "pixels": True, "size": 64, "time_limit": None, "episode_env_steps": 108_000,
+              "steps": 100_000, "grayscale": False, "noop_max": 30, "life_loss_terminal": False},
     "toy": {"action_repeat": 1, "pixels": False, "size": 64, "time_limit": None, "steps": 5_000},
 }
 
@@ -119,7 +126,7 @@ def make_single(name: str, seed: int | None = 0, *, pixels: bool | None = None, 
     return SeedOnFirstReset(env, seed)
 
 
-def make(name: str, seed: int = 0, num_envs: int = 1, *, pixels: bool | None = None,
+def make(name: str, seed: int | None = 0, num_envs: int = 1, *, pixels: bool | None = None,
          action_repeat: int | None = None, size: int = 64, time_limit: int | None = None,
          vectorization: str = "sync", **kwargs) -> gym.vector.VectorEnv:
     """Build `num_envs` copies of env `name` as a SAME_STEP-autoreset vector env (see module doc)."""
@@ -128,17 +135,19 @@ def make(name: str, seed: int = 0, num_envs: int = 1, *, pixels: bool | None = N
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     if vectorization not in ("sync", "async"):
         raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
-    fns = [functools.partial(make_single, name, int(seed) + i, pixels=pixels, action_repeat=action_repeat,
-                             size=size, time_limit=time_limit, **kwargs) for i in range(int(num_envs))]
+    seeds = [None if seed is None else int(seed) + i for i in range(int(num_envs))]
+    fns = [functools.partial(make_single, name, s, pixels=pixels, action_repeat=action_repeat, size=size,
+                             time_limit=time_limit, **kwargs) for s in seeds]
     mode = gym.vector.AutoresetMode.SAME_STEP
     if vectorization == "sync":
         env = gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
     else:
         # forkserver: children never inherit a parent's EGL / CUDA state (fork after rendering hangs)
         env = gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode, context="forkserver")
-    env.action_space.seed(int(seed))
-    env.single_action_space.seed(int(seed))
-    env.observation_space.seed(int(seed))
+    if seed is not None:
+        env.action_space.seed(int(seed))
+        env.single_action_space.seed(int(seed))
+        env.observation_space.seed(int(seed))
     return env
 
 
