@@ -103,7 +103,7 @@ def check_env_name(name: str) -> None:
     suite = name.split("/", 1)[0] if "/" in name else None
     if suite in ("d4rl", "minari"):
         return
-    envs.parse(name)
+    envs.check(name)
 
 
 def _user_overrides() -> list[str]:
@@ -181,7 +181,8 @@ def run(cfg: Any) -> dict:
     from omegaconf import OmegaConf
 
     overrides = _user_overrides()
-    if cfg.get("resume"):
+    resume = cfg.get("resume")
+    if resume:
         resume_dir = Path(cfg.resume)
         saved = resume_dir / "config.yaml"
         if not saved.is_file():
@@ -200,7 +201,9 @@ def run(cfg: Any) -> dict:
     OmegaConf.save(cfg, run_dir / "config.yaml")
     algo = build(cfg, run_dir)
     print(f"run dir: {run_dir}", file=sys.stderr)
-    metrics = algo.run(resume=run_dir if cfg.get("resume") else None)
+    if resume:
+        print(f"resuming from {run_dir} at its last checkpoint", file=sys.stderr)
+    metrics = algo.run(resume=run_dir if resume else None)
     summary = ", ".join(f"{k}={v:.2f}" for k, v in metrics.items())
     print(f"done: {algo.env_steps} env steps, {algo.updates} updates; {summary}")
     return metrics

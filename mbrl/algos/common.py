@@ -18,13 +18,21 @@ def to_dict(cfg: Any) -> dict:
     return dict(cfg)
 
 
+def setting(cfg: Any, key: str, default: Any = None) -> Any:
+    """A run setting: the top-level key where set (not null), else the algo config's, else `default`."""
+    v = cfg.get(key)
+    if v is None and cfg.get("algo") is not None:
+        v = cfg.algo.get(key)
+    return default if v is None else v
+
+
 def make_envs(cfg: Any):
-    """Training vector env (`num_envs`) and evaluation vector env (one env per eval episode)."""
+    """Training vector env (`num_envs`) and evaluation vector env (one env per eval episode, at most 10)."""
     import envs
 
     kw = to_dict(cfg.get("env_kwargs"))
-    env = envs.make(cfg.env, seed=cfg.seed, num_envs=cfg.get("num_envs", 1), **kw)
-    n_eval = max(1, min(int(cfg.get("eval_episodes", 5)), int(cfg.get("eval_envs_max", 10))))
+    env = envs.make(cfg.env, seed=cfg.seed, num_envs=int(setting(cfg, "num_envs", 1)), **kw)
+    n_eval = max(1, min(int(setting(cfg, "eval_episodes", 5)), 10))
     eval_env = envs.make(cfg.env, seed=cfg.seed + 10_000, num_envs=n_eval, **kw)
     return env, eval_env
 

@@ -1,0 +1,153 @@
+"""The command line: smoke runs, multirun, bad-input errors, resume, plot, evaluate."""
+import csv
+import json
+
+import numpy as np
+
+import pytest
+
+from conftest import run_cli
+
+FAST = ["env=toy/point", "steps=600", "algo=sac", "algo.prefill=200", "algo.batch_size=64", "eval_every=300",
+        "eval_episodes=2", "log_every=200", "checkpoint_every=300", "progress=false", "algo.buffer_size=5000"]
+
+
+def _read_metrics(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    """Two seeds of a tiny SAC run through the CLI, shared by the tests below."""
+    root = tmp_path_factory.mktemp("smoke")
+    runs = []
+    for seed in (0, 1):
+        d = root / "runs" / "sac" / "toy" / f"point_seed{seed}"
+        r = run_cli("mbrl.train", *FAST, f"seed={seed}", f"run_dir={d}")
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs.append((d, r))
+    return runs
+
+
+def test_smoke_run_writes_run_dir(smoke_runs):
+    run, r = smoke_runs[0]
+    assert (run / "config.yaml").is_file()
+    assert (run / "checkpoints" / "latest.pt").is_file()
+    assert list((run / "tb").glob("events.out.tfevents.*")), "no tensorboard events"
+    rows = _read_metrics(run)
+    keys = {r["key"] for r in rows}
+    assert {"eval/return", "train/return", "sac/critic_loss", "time/steps_per_s"} <= keys
+    evals = [int(r["step"]) for r in rows if r["key"] == "eval/return"]
+    assert evals == [300, 600]
+    assert "done: 600 env steps" in r.stdout
+
+
+def test_multirun_seeds_default_run_dirs(tmp_path):
+    r = run_cli("mbrl.train", "--multirun", *FAST, "steps=250", "eval_every=250", "checkpoint_every=0", "seed=0,1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = sorted(p for p in (tmp_path / "runs" / "sac" / "toy" / "point").iterdir())
+    assert len(runs) == 2 and all((d / "metrics.csv").is_file() for d in runs)
+    seeds = sorted(int(next(l for l in (d / "config.yaml").read_text().splitlines() if l.startswith("seed:")).split()[1]) for d in runs)
+    assert seeds == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["env=nosuite/foo"], "valid suites: gym, dmc, atari, toy"),
+        (["env=gym/NoSuchEnv-v9"], "NoSuchEnv-v9"),
+        (["env=toy/nope"], "valid: "),
+        (["model=nomodel"], "unknown model 'nomodel'; valid:"),
+        (["algo=noalgo"], "unknown algo 'noalgo'; valid: "),
+        (["stepz=10"], "unknown key 'stepz'; valid: "),
+        (["algo=sac", "algo.batchsize=3"], "unknown key 'algo.batchsize' for algo=sac; valid: "),
+        (["algo.batch_size=3"], "no algo is named"),
+    ],
+)
+def test_bad_input_one_line_error(args, expected, tmp_path):
+    r = run_cli("mbrl.train", *args, cwd=tmp_path)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    err = r.stderr.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and expected in err, err
+
+
+def test_resume_continues_counters_and_buffer(tmp_path):
+    """A run stopped at 400 steps and resumed to 800 ends with the same counters as an
+    uninterrupted 800-step run, and the resumed buffer starts as the saved one."""
+    import torch
+
+    base = FAST + ["steps=800", "eval_every=400", "checkpoint_every=400"]
+    full = tmp_path / "full"
+    r = run_cli("mbrl.train", *base, f"run_dir={full}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    part = tmp_path / "part"
+    r = run_cli("mbrl.train", *base, "steps=400", f"run_dir={part}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    saved = torch.load(part / "checkpoints" / "latest.pt", weights_only=False)
+    assert saved["counters"]["env_steps"] == 400
+    from mbrl.data import ReplayBuffer
+
+    buf_at_400 = ReplayBuffer.load(part / "checkpoints" / saved["buffer_file"])
+    n_at_400 = len(buf_at_400)
+    r = run_cli("mbrl.train", f"resume={part}", "steps=800")
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = torch.load(full / "checkpoints" / "latest.pt", weights_only=False)
+    b = torch.load(part / "checkpoints" / "latest.pt", weights_only=False)
+    for k in ("env_steps", "updates", "update_budget", "next_eval", "next_ckpt"):
+        assert a["counters"][k] == b["counters"][k], k
+    assert [s for s, _ in a["counters"]["eval_history"]] == [s for s, _ in b["counters"]["eval_history"]] == [400, 800]
+    buf_full = ReplayBuffer.load(full / "checkpoints" / a["buffer_file"])
+    buf_res = ReplayBuffer.load(part / "checkpoints" / b["buffer_file"])
+    sa, sb = buf_at_400.state_dict()["arrays"], buf_res.state_dict()["arrays"]
+    n = int(sa["count"][0])
+    assert n > 400 and int(sb["count"][0]) > n
+    for k in sa:
+        if k in ("pos", "count"):
+            continue
+        # everything saved at the interruption is kept unchanged; only the last saved entry may be
+        # marked as cut (truncated / is_last) if the interruption fell mid-episode
+        m = n - 1 if k in ("truncated", "is_last") else n
+        assert np.array_equal(sa[k][:, :m], sb[k][:, :m]), k
+    assert len(buf_res) == n_at_400 + 400
+    assert abs(len(buf_full) - len(buf_res)) <= 1
+    rows = _read_metrics(part)
+    assert max(int(r["step"]) for r in rows) == 800
+
+
+def test_interrupted_checkpoint_write_keeps_last_checkpoint(tmp_path):
+    """Simulate a kill during a checkpoint write: the previous checkpoint stays loadable."""
+    import os
+
+    import torch
+
+    from mbrl.utils.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+
+    path = tmp_path / "latest.pt"
+    save_checkpoint({"step": 1}, path)
+
+    def dies_mid_write(p):
+        with open(p, "wb") as f:
+            f.write(b"partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, dies_mid_write)
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]
+
+
+def test_plot_and_evaluate(smoke_runs, tmp_path):
+    runs = [d for d, _ in smoke_runs]
+    out = tmp_path / "curves.png"
+    r = run_cli("mbrl.plot", *map(str, runs), "--label", "sac", "--label", "sac", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert out.stat().st_size > 5000 and out.read_bytes()[:4] == b"\x89PNG"
+    r = run_cli("mbrl.evaluate", str(runs[0]), "--episodes", "3")
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads(r.stdout.strip().splitlines()[-1])
+    assert m["env_steps"] == 600 and "eval/return" in m
+    r = run_cli("mbrl.evaluate", str(tmp_path / "nope"))
+    assert r.returncode == 2 and r.stderr.startswith("error: ")
