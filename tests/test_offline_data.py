@@ -55,6 +55,17 @@ def test_d4rl_with_next_observations(tmp_path):
     np.testing.assert_allclose(ds.normalized_score(np.array([3234.3, -20.272305])), [100.0, 0.0])
 
 
+def test_to_buffer_keeps_every_transition(tmp_path):
+    data = _episodes([4, 3, 5, 2], [True, False, False, True])
+    ds = load_d4rl(_write(tmp_path / "hopper-medium-v2.hdf5", data))
+    buf = ds.to_buffer()
+    assert ds.entries_needed() == 14 + 4  # one entry per transition plus one per episode start
+    assert len(buf) == len(ds) == 14
+    allt = buf.all_transitions()
+    np.testing.assert_array_equal(allt["obs"].numpy(), data["observations"])
+    np.testing.assert_array_equal(allt["next_obs"].numpy(), data["next_observations"])
+
+
 def test_d4rl_without_next_observations_builds_successors_and_boundaries(tmp_path):
     # ep0 terminates (len 4), ep1 times out (len 3), ep2 times out (len 5) at the end of the file
     data = _episodes([4, 3, 5], [True, False, False])

@@ -99,9 +99,18 @@ class OfflineDataset:
         from mbrl.data import ReplayBuffer
 
         os_, as_ = self.spaces()
-        buf = ReplayBuffer(capacity or len(self), obs_space or os_, action_space or as_, num_envs=1, seed=seed, device=device)
+        buf = ReplayBuffer(capacity or self.entries_needed(), obs_space or os_, action_space or as_, num_envs=1, seed=seed, device=device)
         self.fill(buf)
         return buf
+
+    def entries_needed(self) -> int:
+        """Buffer entries that hold every transition: one per transition plus one per episode start
+        (a transition whose obs does not continue the previous transition's next_obs)."""
+        n = len(self)
+        if n == 0:
+            return 2
+        cont = ~self.episode_ends[:-1] & np.all((self.obs[1:] == self.next_obs[:-1]).reshape(n - 1, -1), axis=1)
+        return max(2, n + 1 + int(np.count_nonzero(~cont)))
 
     def fill(self, buffer) -> None:
         buffer.add_batch(self.obs.astype(np.float32), self.scaled_actions(), self.reward.astype(np.float32),
