@@ -3,8 +3,11 @@
 One network per member, all members evaluated in one batched matmul (`EnsembleLinear`: weights
 [E, in, out], `torch.baddbmm`). Each member predicts a diagonal Gaussian over the normalised
 targets [Δobs, reward] (log-variance soft-clamped between learned bounds, as in PETS / mbrl-lib)
-and a termination logit. Inputs (obs, action) and targets are normalised with data statistics
-set at the start of every `fit`.
+Termination is learned by a separate classifier on the (predicted) next observation,
+P(terminated | next_obs): a termination is a property of the state reached, which a small net
+learns sharply from real next observations, and which then applies to every particle's sampled
+next state. Inputs (obs, action) and targets are normalised with data statistics set at the start
+of every `fit`.
 
 Propagation of particles (`EnsembleState.member` holds each row's member, an index into the
 elites):
@@ -35,7 +38,7 @@ from torch import nn
 
 from mbrl.data.batch import Batch
 from mbrl.models.base import State, WorldModel
-from mbrl.models.nets import EnsembleLinear, ensemble_mlp
+from mbrl.models.nets import EnsembleLinear, ensemble_mlp, mlp
 
 PROPAGATIONS = ("ts_inf", "ts1", "expectation")
 
@@ -99,6 +102,7 @@ class EnsembleModel(WorldModel):
         layers: int = 4,
         propagation: str = "ts_inf",
         learn_termination: bool = True,
+        term_hidden: int = 64,
         weight_decay: float = 5e-5,
         logvar_bound_coef: float = 0.01,
         lr: float = 1e-3,
@@ -122,8 +126,9 @@ class EnsembleModel(WorldModel):
         self.deterministic = deterministic
         self.target_dim = obs_dim + 1  # [Δobs, reward]
         in_dim = obs_dim + action_dim
-        # hidden layers (`layers` of them) then one output layer: mean, logvar, termination logit
-        self.net = ensemble_mlp(ensemble_size, in_dim, 2 * self.target_dim + 1, hidden=hidden, layers=layers, act=nn.SiLU)
+        # hidden layers (`layers` of them) then one output layer: mean, logvar
+        self.net = ensemble_mlp(ensemble_size, in_dim, 2 * self.target_dim, hidden=hidden, layers=layers, act=nn.SiLU)
+        self.term_net = mlp(obs_dim, 1, hidden=term_hidden, layers=2, act=nn.SiLU)
         self.linears = [m for m in self.net if isinstance(m, EnsembleLinear)]
         self.min_logvar = nn.Parameter(-10.0 * torch.ones(self.target_dim))
         self.max_logvar = nn.Parameter(0.5 * torch.ones(self.target_dim))
@@ -138,9 +143,9 @@ class EnsembleModel(WorldModel):
         self._planning = False
 
     # ------------------------------------------------------------------ raw network
-    def _forward(self, x: torch.Tensor, members: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _forward(self, x: torch.Tensor, members: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x [K, N, in] normalised inputs for members `members` (None: all E) ->
-        mean [K, N, T], logvar [K, N, T], termination logit [K, N] (normalised target units)."""
+        mean [K, N, T], logvar [K, N, T] (normalised target units)."""
         h = x
         n = len(self.linears)
         for i, lin in enumerate(self.linears):
@@ -149,12 +154,17 @@ class EnsembleModel(WorldModel):
                 w, b = w.to(h.dtype), b.to(h.dtype)
             h = torch.baddbmm(b, h, w)
             if i < n - 1:
-                h = F.silu(h)
+                h = F.silu(h, inplace=not torch.is_grad_enabled())
         h = h.float()
         t = self.target_dim
-        mean, logvar, term = h[..., :t], h[..., t : 2 * t], h[..., 2 * t]
+        mean, logvar = h[..., :t], h[..., t : 2 * t]
         logvar = soft_clamp_logvar(logvar, self.min_logvar, self.max_logvar)
-        return mean, logvar, term
+        return mean, logvar
+
+    def term_logit(self, next_obs: torch.Tensor) -> torch.Tensor:
+        """Termination logit of reaching `next_obs` [..., D] -> [...]."""
+        xn = (next_obs.float() - self.in_norm.mean[: self.obs_dim]) / self.in_norm.std[: self.obs_dim]
+        return self.term_net(xn).squeeze(-1)
 
     def _inputs(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.in_norm(torch.cat([obs.float(), action.float()], -1))
@@ -171,10 +181,13 @@ class EnsembleModel(WorldModel):
         if xn.dim() == 2:
             xn = xn.unsqueeze(0).expand(self.ensemble_size, *xn.shape)
             yn = yn.unsqueeze(0).expand(self.ensemble_size, *yn.shape)
-            term = term.unsqueeze(0).expand(self.ensemble_size, *term.shape)
-        mean, logvar, logit = self._forward(xn)
+        mean, logvar = self._forward(xn)
         nll = ((mean - yn) ** 2 * torch.exp(-logvar) + logvar).mean(-1)  # [E, N]
-        bce = F.binary_cross_entropy_with_logits(logit, term.float(), reduction="none") if self.learn_termination else torch.zeros_like(nll)
+        if self.learn_termination:
+            next_obs = x[..., : self.obs_dim] + y[..., : self.obs_dim]
+            bce = F.binary_cross_entropy_with_logits(self.term_logit(next_obs), term.float(), reduction="none").expand_as(nll)
+        else:
+            bce = torch.zeros_like(nll)
         if mask is not None:
             m = mask.float().expand_as(nll)
             denom = m.sum(-1).clamp(min=1.0)
@@ -209,11 +222,8 @@ class EnsembleModel(WorldModel):
         for s in range(0, x.shape[0], chunk):
             xn = self.in_norm(x[s : s + chunk]).unsqueeze(0).expand(self.ensemble_size, -1, -1)
             yn = self.target_norm(y[s : s + chunk])
-            mean, _, logit = self._forward(xn)
+            mean, _ = self._forward(xn)
             tot += ((mean - yn) ** 2).mean(-1).sum(-1)
-            if self.learn_termination:
-                tt = term[s : s + chunk].float().expand_as(logit)
-                tot += F.binary_cross_entropy_with_logits(logit, tt, reduction="none").sum(-1)
         return tot / x.shape[0]
 
     def fit(
@@ -342,27 +352,27 @@ class EnsembleModel(WorldModel):
         finally:
             self._planning = prev
 
-    def _predict_rows(self, xn: torch.Tensor, member: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Each row with its own member (index into elites). xn [B, in] -> mean, logvar [B, T], logit [B]."""
+    def _predict_rows(self, xn: torch.Tensor, member: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row with its own member (index into elites). xn [B, in] -> mean, logvar [B, T]."""
         B = xn.shape[0]
         K = self.num_elites
         elites = self.elites if K < self.ensemble_size else None
         if B % K == 0:
             blocked = self.initial_members(B, xn.device)
             if torch.equal(member, blocked):  # fast path: plain reshape
-                mean, logvar, logit = self._forward(xn.reshape(K, B // K, -1), elites)
-                return mean.reshape(B, -1), logvar.reshape(B, -1), logit.reshape(B)
+                mean, logvar = self._forward(xn.reshape(K, B // K, -1), elites)
+                return mean.reshape(B, -1), logvar.reshape(B, -1)
             counts = torch.bincount(member, minlength=K)
             if bool((counts == B // K).all()):  # balanced: sort rows by member, reshape, unsort
                 order = torch.argsort(member, stable=True)
-                mean, logvar, logit = self._forward(xn[order].reshape(K, B // K, -1), elites)
+                mean, logvar = self._forward(xn[order].reshape(K, B // K, -1), elites)
                 inv = torch.empty_like(order)
                 inv[order] = torch.arange(B, device=order.device)
-                return mean.reshape(B, -1)[inv], logvar.reshape(B, -1)[inv], logit.reshape(B)[inv]
+                return mean.reshape(B, -1)[inv], logvar.reshape(B, -1)[inv]
         # unbalanced: every elite on every row, pick each row's member
-        mean, logvar, logit = self._forward(xn.unsqueeze(0).expand(K, -1, -1), elites)
+        mean, logvar = self._forward(xn.unsqueeze(0).expand(K, -1, -1), elites)
         rows = torch.arange(B, device=xn.device)
-        return mean[member, rows], logvar[member, rows], logit[member, rows]
+        return mean[member, rows], logvar[member, rows]
 
     def step(self, state: EnsembleState, action: torch.Tensor) -> EnsembleState:
         lead = state.obs.shape[:-1]
@@ -373,15 +383,14 @@ class EnsembleModel(WorldModel):
             xn = xn.to(self.planning_dtype)
         member = state.member.reshape(-1)
         if self.propagation == "expectation":
-            mean, _, logit = self._forward(xn.unsqueeze(0).expand(self.num_elites, -1, -1), self.elites if self.num_elites < self.ensemble_size else None)
+            mean, _ = self._forward(xn.unsqueeze(0).expand(self.num_elites, -1, -1), self.elites if self.num_elites < self.ensemble_size else None)
             y = mean.mean(0)
-            logit = logit.mean(0)
         else:
             if self.propagation == "ts1":
                 B, K = member.numel(), self.num_elites
                 perm = torch.randperm(B, generator=self.generator).to(xn.device)
                 member = self.initial_members(B, xn.device)[perm] if B % K == 0 else torch.randint(K, (B,), generator=self.generator).to(xn.device)
-            mean, logvar, logit = self._predict_rows(xn, member)
+            mean, logvar = self._predict_rows(xn, member)
             if self.deterministic:
                 y = mean
             else:
@@ -390,7 +399,12 @@ class EnsembleModel(WorldModel):
         y = self.target_norm.inverse(y)
         next_obs = obs + y[:, : self.obs_dim]
         reward = y[:, self.obs_dim]
-        term = torch.sigmoid(logit) if self.learn_termination else torch.zeros_like(reward)
+        if self.learn_termination:
+            low = self._planning and self.planning_dtype != torch.float32 and next_obs.device.type == "cpu"
+            with torch.autocast("cpu", dtype=self.planning_dtype, enabled=low):
+                term = torch.sigmoid(self.term_logit(next_obs)).float()
+        else:
+            term = torch.zeros_like(reward)
         return EnsembleState(
             obs=next_obs.reshape(*lead, self.obs_dim), reward=reward.reshape(lead), terminated=term.reshape(lead), member=member.reshape(lead)
         )
@@ -411,7 +425,7 @@ class EnsembleModel(WorldModel):
         lead = state.obs.shape[:-1]
         xn = self._inputs(state.obs.reshape(-1, self.obs_dim), action.reshape(-1, action.shape[-1]))
         K = self.num_elites
-        mean, logvar, _ = self._forward(xn.unsqueeze(0).expand(K, -1, -1), self.elites if K < self.ensemble_size else None)
+        mean, logvar = self._forward(xn.unsqueeze(0).expand(K, -1, -1), self.elites if K < self.ensemble_size else None)
         d = self.obs_dim
         dis = mean[..., :d].std(0, unbiased=False).norm(dim=-1) if K > 1 else torch.zeros(mean.shape[1], device=mean.device)
         ale = torch.exp(0.5 * logvar[..., :d]).norm(dim=-1).amax(0)
@@ -442,6 +456,6 @@ class EnsembleModel(WorldModel):
 
 def from_config(cfg: Any, obs_dim: int, action_dim: int, seed: Optional[int] = None) -> EnsembleModel:
     """Build from the `model` config group (configs/model/ensemble.yaml)."""
-    keys = ("ensemble_size", "num_elites", "hidden", "layers", "propagation", "learn_termination", "weight_decay", "logvar_bound_coef", "lr", "planning_dtype", "deterministic")
+    keys = ("ensemble_size", "num_elites", "hidden", "layers", "propagation", "learn_termination", "term_hidden", "weight_decay", "logvar_bound_coef", "lr", "planning_dtype", "deterministic")
     kw = {k: cfg[k] for k in keys if k in cfg}
     return EnsembleModel(obs_dim, action_dim, seed=seed, **kw)

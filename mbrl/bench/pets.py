@@ -1,0 +1,302 @@
+"""PETS side by side with mbrl-lib 0.2.0 at mbrl-lib's PETS cart-pole configuration.
+
+`python -m mbrl.bench pets [--trials 10] [--peer-trials 10] [--speed-only]`
+
+Configuration (both libraries): ensemble of 5 Gaussian MLPs with 3 hidden layers of 200,
+CEM population 500, 5 iterations, 10% elites, alpha 0.1, horizon 15, 20 particles, TS∞
+(mbrl-lib `fixed_model`), one random trial then one model fit before each trial, trials of 200
+steps on mbrl-lib's continuous cart-pole. mbrl-lib is given the true reward and termination
+functions (as in its example); ours learns reward and termination.
+
+1. ms per planned action: the same planning call timed for both, after one fit on a random trial.
+2. return per trial for `--trials` (ours) / `--peer-trials` (mbrl-lib) trials.
+Our cart-pole is a port of `mbrl.env.cartpole_continuous` (same equations, constants, reset
+distribution, termination and reward); the benchmark checks it against mbrl-lib's env step by
+step on random actions before using it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from mbrl.bench.peers import ROOT, machine, run_peer, write_result
+
+CFG = dict(ensemble_size=5, hidden=200, layers=3, population=500, iterations=5, elite_ratio=0.1, alpha=0.1, horizon=15, particles=20, trial_length=200)
+
+
+class CartPoleContinuous(gym.Env):
+    """Continuous-force cart-pole, the dynamics of mbrl-lib's `cartpole_continuous` (euler, tau 0.02,
+    force 10 * a, terminate at |x| > 2.4 or |theta| > 12 deg, reward 1 per step incl. the last)."""
+
+    def __init__(self):
+        self.gravity, self.masscart, self.masspole, self.length, self.force_mag, self.tau = 9.8, 1.0, 0.1, 0.5, 10.0, 0.02
+        self.total_mass = self.masscart + self.masspole
+        self.polemass_length = self.masspole * self.length
+        self.theta_threshold = 12 * 2 * math.pi / 360
+        self.x_threshold = 2.4
+        high = np.array([self.x_threshold * 2, np.finfo(np.float32).max, self.theta_threshold * 2, np.finfo(np.float32).max], dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.observation_space = gym.spaces.Box(-high, high, dtype=np.float32)
+        self.state = None
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.state = self.np_random.uniform(low=-0.05, high=0.05, size=(4,))
+        return np.array(self.state, dtype=np.float32), {}
+
+    def step(self, action):
+        x, x_dot, theta, theta_dot = self.state
+        force = float(np.asarray(action).squeeze()) * self.force_mag
+        c, s = math.cos(theta), math.sin(theta)
+        temp = (force + self.polemass_length * theta_dot**2 * s) / self.total_mass
+        thetaacc = (self.gravity * s - c * temp) / (self.length * (4.0 / 3.0 - self.masspole * c**2 / self.total_mass))
+        xacc = temp - self.polemass_length * thetaacc * c / self.total_mass
+        x, x_dot = x + self.tau * x_dot, x_dot + self.tau * xacc
+        theta, theta_dot = theta + self.tau * theta_dot, theta_dot + self.tau * thetaacc
+        self.state = (x, x_dot, theta, theta_dot)
+        terminated = bool(x < -self.x_threshold or x > self.x_threshold or theta < -self.theta_threshold or theta > self.theta_threshold)
+        return np.array(self.state, dtype=np.float32), 1.0, terminated, False, {}
+
+
+def make_cartpole_vec(seed: int = 0, trial_length: int = 200):
+    def thunk():
+        return gym.wrappers.TimeLimit(CartPoleContinuous(), trial_length)
+
+    env = gym.vector.SyncVectorEnv([thunk], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    env.reset(seed=seed)
+    return env
+
+
+PEER_CHECK = r"""
+import json, sys, numpy as np
+import mbrl.env.cartpole_continuous as cp
+env = cp.CartPoleEnv()
+obs, _ = env.reset(seed=int(sys.argv[1]))
+acts = np.random.default_rng(1).uniform(-1, 1, size=(60, 1)).astype(np.float32)
+out = [obs.tolist()]
+for a in acts:
+    obs, r, term, trunc, _ = env.step(a)
+    out.append(obs.tolist() + [float(r), bool(term)])
+    if term: break
+print(json.dumps({"traj": out, "actions": acts.tolist()}))
+"""
+
+PEER_PETS = r"""
+import json, sys, time, numpy as np, torch, omegaconf
+torch.set_num_threads(int(sys.argv[4]))
+import mbrl.env.cartpole_continuous as cartpole_env
+import mbrl.env.reward_fns as reward_fns
+import mbrl.env.termination_fns as termination_fns
+import mbrl.models as models
+import mbrl.planning as planning
+import mbrl.util.common as common_util
+seed, trials, n_timed = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+np.random.seed(seed); torch.manual_seed(seed)
+env = cartpole_env.CartPoleEnv()
+env.reset(seed=seed)
+env.action_space.seed(seed)
+rng = np.random.default_rng(seed=seed)
+generator = torch.Generator(); generator.manual_seed(seed)
+obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
+trial_length, ensemble_size = 200, 5
+cfg = omegaconf.OmegaConf.create({
+    "dynamics_model": {"_target_": "mbrl.models.GaussianMLP", "device": "cpu", "num_layers": 3, "ensemble_size": ensemble_size,
+        "hid_size": 200, "in_size": "???", "out_size": "???", "deterministic": False, "propagation_method": "fixed_model",
+        "activation_fn_cfg": {"_target_": "torch.nn.SiLU"}, "_recursive_": False},
+    "algorithm": {"learned_rewards": False, "target_is_delta": True, "normalize": True},
+    "overrides": {"trial_length": trial_length, "num_steps": max(trials, 1) * trial_length, "model_batch_size": 32, "validation_ratio": 0.05}})
+dynamics_model = common_util.create_one_dim_tr_model(cfg, obs_shape, act_shape)
+model_env = models.ModelEnv(env, dynamics_model, termination_fns.cartpole, reward_fns.cartpole, generator=generator)
+replay_buffer = common_util.create_replay_buffer(cfg, obs_shape, act_shape, rng=rng)
+common_util.rollout_agent_trajectories(env, trial_length, planning.RandomAgent(env), {}, replay_buffer=replay_buffer, trial_length=trial_length)
+agent_cfg = omegaconf.OmegaConf.create({"_target_": "mbrl.planning.TrajectoryOptimizerAgent", "planning_horizon": 15, "replan_freq": 1,
+    "verbose": False, "action_lb": "???", "action_ub": "???", "_recursive_": False,
+    "optimizer_cfg": {"_target_": "mbrl.planning.CEMOptimizer", "num_iterations": 5, "elite_ratio": 0.1, "population_size": 500,
+        "alpha": 0.1, "device": "cpu", "lower_bound": "???", "upper_bound": "???", "return_mean_elites": True, "clipped_normal": False}})
+agent = planning.create_trajectory_optim_agent_for_model(model_env, agent_cfg, num_particles=20)
+trainer = models.ModelTrainer(dynamics_model, optim_lr=1e-3, weight_decay=5e-5)
+def fit():
+    dynamics_model.update_normalizer(replay_buffer.get_all())
+    tr, va = common_util.get_basic_buffer_iterators(replay_buffer, batch_size=32, val_ratio=0.05, ensemble_size=ensemble_size, shuffle_each_epoch=True, bootstrap_permutes=False)
+    trainer.train(tr, dataset_val=va, num_epochs=50, patience=50, silent=True)
+times, returns = [], []
+if n_timed:
+    fit()
+    obs, _ = env.reset(); agent.reset()
+    agent.act(obs)
+    for _ in range(n_timed):
+        t = time.perf_counter(); agent.act(obs); times.append(time.perf_counter() - t)
+for trial in range(trials):
+    obs, _ = env.reset(); agent.reset()
+    fit()
+    total, steps, done = 0.0, 0, False
+    while not done and steps < trial_length:
+        next_obs, reward, terminated, truncated, _ = common_util.step_env_and_add_to_buffer(env, obs, agent, {}, replay_buffer)
+        obs = next_obs; total += reward; steps += 1; done = terminated or truncated
+    returns.append(total)
+    print(json.dumps({"trial": trial, "return": total}), file=sys.stderr, flush=True)
+print(json.dumps({"ms_per_action": [1000 * t for t in times], "returns": returns}))
+"""
+
+
+def check_port(seed: int = 3) -> int:
+    """Step our port and mbrl-lib's env with the same reset seed and actions; return steps compared."""
+    ref = run_peer("mbrllib", PEER_CHECK, str(seed), timeout=600)
+    env = CartPoleContinuous()
+    obs, _ = env.reset(seed=seed)
+    if not np.allclose(obs, ref["traj"][0], atol=1e-6):
+        raise RuntimeError(f"cart-pole port: reset differs from mbrl-lib's ({obs} vs {ref['traj'][0]})")
+    for t, (a, row) in enumerate(zip(ref["actions"], ref["traj"][1:])):
+        obs, r, term, _, _ = env.step(np.array(a, dtype=np.float32))
+        if not (np.allclose(obs, row[:4], atol=1e-5) and r == row[4] and term == row[5]):
+            raise RuntimeError(f"cart-pole port differs from mbrl-lib's at step {t}: {obs.tolist()}, {r}, {term} vs {row}")
+    return len(ref["traj"]) - 1
+
+
+def build_ours(seed: int, planning_dtype: str = "bfloat16", run_dir=None):
+    from mbrl.algos.base import LoopConfig
+    from mbrl.algos.pets import PETS
+    from mbrl.data import ReplayBuffer
+    from mbrl.models.ensemble import EnsembleModel
+
+    c = CFG
+    env, eval_env = make_cartpole_vec(seed, c["trial_length"]), make_cartpole_vec(seed + 1, c["trial_length"])
+    model = EnsembleModel(4, 1, ensemble_size=c["ensemble_size"], num_elites=c["ensemble_size"], hidden=c["hidden"], layers=c["layers"],
+                          propagation="ts_inf", planning_dtype=planning_dtype, seed=seed)
+    buffer = ReplayBuffer.for_env(env, 100_000, seed=seed)
+    loop = LoopConfig(steps=0, prefill=c["trial_length"], train_ratio=1.0, eval_every=0, eval_episodes=1, log_every=10**9,
+                      checkpoint_every=0, save_buffer=False, seed=seed, progress=False, tensorboard=False)
+    algo = PETS(env, eval_env, buffer, model, loop, planner="cem",
+                planner_options=dict(population=c["population"], iterations=c["iterations"], elite_ratio=c["elite_ratio"], alpha=c["alpha"], return_mean_elites=True),
+                horizon=c["horizon"], particles=c["particles"], fit_on_episode_end=True, fit_every=10**9, model_epochs=50, model_patience=5,
+                model_batch_size=32, holdout_ratio=0.05, run_dir=run_dir)
+    return algo
+
+
+def ours_speed(seed: int, n_timed: int, planning_dtype: str) -> list[float]:
+    algo = build_ours(seed, planning_dtype)
+    env = algo.env
+    obs, _ = env.reset(seed=seed)
+    for _ in range(CFG["trial_length"]):  # one random trial, then one fit (as the peer)
+        a = env.action_space.sample()
+        nobs, r, te, tr, info = env.step(a)
+        done = te | tr
+        real = nobs.copy()
+        if done.any():
+            real[0] = info["final_obs"][0]
+        algo.buffer.add(obs, a, r, real, te, tr)
+        obs = nobs
+    algo.fit_model()
+    first = np.ones(1, bool)
+    _, state = algo.act(obs, first, None, True)
+    times = []
+    for _ in range(n_timed):
+        t = time.perf_counter()
+        algo.act(obs, np.zeros(1, bool), state, True)
+        times.append(time.perf_counter() - t)
+    return [1000 * t for t in times]
+
+
+def ours_returns(seed: int, trials: int) -> list[float]:
+    import csv
+
+    with tempfile.TemporaryDirectory() as d:
+        algo = build_ours(seed, run_dir=d)
+        algo.loop.steps = CFG["trial_length"] * (trials + 1)  # trial 0 is the random prefill trial
+        algo.run()
+        rows = list(csv.reader(open(Path(d) / "metrics.csv")))
+    rets = [(int(r[0]), float(r[2])) for r in rows if r[1] == "train/return"]
+    lens = [int(float(r[2])) for r in rows if r[1] == "train/length"]
+    prefill = CFG["trial_length"]
+    # trials = episodes that started after the random prefill trial
+    return [ret for (end, ret), n in zip(rets, lens) if end - n >= prefill][:trials]
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--trials", type=int, default=10, help="PETS trials (200 steps) for ours")
+    parser.add_argument("--peer-trials", type=int, default=10, help="PETS trials for mbrl-lib")
+    parser.add_argument("--timed", type=int, default=10, help="planned actions timed per library")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads for both (0: all cores)")
+    parser.add_argument("--speed-only", action="store_true")
+    parser.add_argument("--out", default="bench_pets.md")
+
+
+def run(args) -> int:
+    import os
+
+    threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    n_checked = check_port()
+    print(f"cart-pole port matches mbrl-lib's env on {n_checked} random-action steps", flush=True)
+    ours_bf16 = ours_speed(args.seed, args.timed, "bfloat16")
+    ours_fp32 = ours_speed(args.seed, args.timed, "float32")
+    peer = run_peer("mbrllib", PEER_PETS, str(args.seed), "0", str(args.timed), str(threads), timeout=24 * 3600)
+    med = lambda xs: float(np.median(xs))
+    print(f"ms/action: ours bf16 {med(ours_bf16):.0f}, ours fp32 {med(ours_fp32):.0f}, mbrl-lib {med(peer['ms_per_action']):.0f}", flush=True)
+    ours_r, peer_r = [], []
+    if not args.speed_only:
+        if args.trials:
+            ours_r = ours_returns(args.seed, args.trials)
+            print("ours returns", ours_r, flush=True)
+        if args.peer_trials:
+            peer_r = run_peer("mbrllib", PEER_PETS, str(args.seed), str(args.peer_trials), "0", str(threads), timeout=24 * 3600)["returns"]
+            print("mbrl-lib returns", peer_r, flush=True)
+    body = _report(args, threads, n_checked, ours_bf16, ours_fp32, peer["ms_per_action"], ours_r, peer_r)
+    cmd = "python -m mbrl.bench pets " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("speed_only", "out") and v is not None) + (" --speed-only" if args.speed_only else "")
+    p = write_result(args.out, "PETS: mbrl vs mbrl-lib 0.2.0 (cart-pole, CPU)", cmd, body)
+    (p.with_suffix(".json")).write_text(json.dumps({"ours_bf16_ms": ours_bf16, "ours_fp32_ms": ours_fp32, "mbrllib_ms": peer["ms_per_action"], "ours_returns": ours_r, "mbrllib_returns": peer_r}, indent=1))
+    if ours_r or peer_r:
+        _plot(ours_r, peer_r, p.with_suffix(".png"))
+    print(p.read_text())
+    return 0
+
+
+def _report(args, threads, n_checked, ob, of, pm, ours_r, peer_r) -> str:
+    med = lambda xs: float(np.median(xs))
+    lines = [
+        f"Configuration: {json.dumps(CFG)}; torch threads {threads}; seed {args.seed}.",
+        f"Our cart-pole port was checked equal to mbrl-lib's `cartpole_continuous` on {n_checked} random-action steps (reset, obs, reward, termination).",
+        "mbrl-lib uses the true reward and termination functions (its example's setting); ours learns both.",
+        "",
+        "## Milliseconds per planned action (median of %d, after one fit on a random trial)" % args.timed,
+        "",
+        "| library | ms / action | vs mbrl-lib |",
+        "|---|---:|---:|",
+        f"| mbrl-lib 0.2.0 (fp32) | {med(pm):.0f} | 1.00 |",
+        f"| mbrl (ours, fp32) | {med(of):.0f} | {med(of) / med(pm):.2f} |",
+        f"| mbrl (ours, bf16 matmuls, default) | {med(ob):.0f} | {med(ob) / med(pm):.2f} |",
+    ]
+    if ours_r or peer_r:
+        lines += ["", "## Return per trial (200 steps; trial 0 is random, not listed)", "", "| trial | " + " | ".join(str(i + 1) for i in range(max(len(ours_r), len(peer_r)))) + " |",
+                  "|---|" + "---:|" * max(len(ours_r), len(peer_r))]
+        fmt = lambda xs: " | ".join(f"{x:.0f}" for x in xs)
+        lines += [f"| mbrl (ours) | {fmt(ours_r)} |", f"| mbrl-lib | {fmt(peer_r)} |"]
+    return "\n".join(lines)
+
+
+def _plot(ours_r, peer_r, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    if ours_r:
+        ax.plot(range(1, len(ours_r) + 1), ours_r, "o-", label="mbrl (ours)")
+    if peer_r:
+        ax.plot(range(1, len(peer_r) + 1), peer_r, "s--", label="mbrl-lib 0.2.0")
+    ax.axhline(180, color="gray", lw=0.8, ls=":")
+    ax.set_xlabel("trial (200 steps)")
+    ax.set_ylabel("return")
+    ax.set_title("PETS on continuous cart-pole")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
