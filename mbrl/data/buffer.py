@@ -477,11 +477,15 @@ class ReplayBuffer:
         """Write the buffer to `path` atomically (temp file in the same folder, then rename)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = dict(version=1, config=self._config(), n_valid=int(self._n_valid), rng=self.rng.bit_generator.state)
+        # only the written prefix of each stream is stored: streams fill from index 0 and are full
+        # once they wrap, so entries past the largest count were never written
+        filled = int(self._count.max())
+        meta = dict(version=1, config=self._config(), n_valid=int(self._n_valid), rng=self.rng.bit_generator.state, filled=filled)
+        arrays = {k: (v[:, :filled] if v.ndim >= 2 else v) for k, v in self._arrays().items()}
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         try:
             with open(tmp, "wb") as f:
-                np.savez(f, __meta__=np.frombuffer(pickle.dumps(meta), dtype=np.uint8), **self._arrays())
+                np.savez(f, __meta__=np.frombuffer(pickle.dumps(meta), dtype=np.uint8), **arrays)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -501,8 +505,20 @@ class ReplayBuffer:
             buf = cls(cfg["capacity"], cfg["obs_space"], cfg["action_space"], num_envs=cfg["num_envs"], seed=cfg["seed"],
                       recency=cfg["recency"], gather_threads=cfg.get("gather_threads", 1),
                       device=device if device is not None else "cpu")
-            arrays = {k: z[k] for k in buf._arrays()}
-        buf.load_state_dict(dict(config=cfg, arrays=arrays, n_valid=meta["n_valid"], rng=meta["rng"]))
+            filled = int(meta.get("filled", buf.stream_capacity))
+            for k, dst in buf._arrays().items():
+                if k not in z.files:
+                    raise BufferError(f"replay buffer file {str(path)!r} lacks array {k!r}; it was not written by ReplayBuffer.save of this version")
+                src = z[k]
+                want = (dst.shape[0], filled, *dst.shape[2:]) if dst.ndim >= 2 else dst.shape
+                if src.shape != want or src.dtype != dst.dtype:
+                    raise BufferError(f"replay buffer file {str(path)!r}: array {k!r} has shape {src.shape} dtype {src.dtype}; expected {want} {dst.dtype}")
+                if dst.ndim >= 2:
+                    dst[:, :filled] = src
+                else:
+                    dst[...] = src
+        buf._n_valid = int(meta["n_valid"])
+        buf.rng.bit_generator.state = meta["rng"]
         return buf
 
 
