@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -189,20 +189,30 @@ class Algorithm:
                     self.updates += 1
                     self._update_budget -= 1.0
 
-            if self._next_eval is not None and self.env_steps >= self._next_eval:
-                last_eval = self.evaluate()
-                self._next_eval += loop.eval_every
-            if self.env_steps >= self._next_log:
-                elapsed = max(time.time() - t0, 1e-9)
-                self.logger.accumulate({"time/steps_per_s": (self.env_steps - steps0) / elapsed, "time/updates": self.updates})
-                self.logger.flush(self.env_steps)
-                self._next_log += loop.log_every
-            if self._next_ckpt is not None and self.env_steps >= self._next_ckpt:
-                self.save()
-                self._next_ckpt += loop.checkpoint_every
-        if not last_eval or (self.eval_history and self.eval_history[-1][0] != self.env_steps):
+            last_eval = self.periodic(self.env_steps, lambda: {"time/steps_per_s": (self.env_steps - steps0) / max(time.time() - t0, 1e-9), "time/updates": self.updates}) or last_eval
+        return self.finish(self.env_steps, last_eval)
+
+    def periodic(self, now: int, rates: Callable[[], dict[str, float]]) -> Optional[dict[str, float]]:
+        """Evaluate, flush logs (with `rates()`) and checkpoint when `now` passes their intervals;
+        returns the evaluation metrics if an evaluation ran."""
+        out = None
+        if self._next_eval is not None and now >= self._next_eval:
+            out = self.evaluate()
+            self._next_eval += self.loop.eval_every
+        if now >= self._next_log:
+            self.logger.accumulate(rates())
+            self.logger.flush(now)
+            self._next_log += self.loop.log_every
+        if self._next_ckpt is not None and now >= self._next_ckpt:
+            self.save()
+            self._next_ckpt += self.loop.checkpoint_every
+        return out
+
+    def finish(self, now: int, last_eval: dict[str, float]) -> dict[str, float]:
+        """Final evaluation (unless one just ran at `now`), log flush and checkpoint."""
+        if not last_eval or (self.eval_history and self.eval_history[-1][0] != now):
             last_eval = self.evaluate()
-        self.logger.flush(self.env_steps)
+        self.logger.flush(now)
         self.save()
         return last_eval
 

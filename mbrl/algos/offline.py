@@ -48,21 +48,8 @@ class OfflineAlgorithm(Algorithm):
             self.updates += 1
             self.env_steps = self.updates
             self.logger.progress(1)
-            if self._next_eval is not None and self.updates >= self._next_eval:
-                last_eval = self.evaluate()
-                self._next_eval += loop.eval_every
-            if self.updates >= self._next_log:
-                self.logger.accumulate({"time/updates_per_s": (self.updates - u0) / max(time.time() - t0, 1e-9)})
-                self.logger.flush(self.updates)
-                self._next_log += loop.log_every
-            if self._next_ckpt is not None and self.updates >= self._next_ckpt:
-                self.save()
-                self._next_ckpt += loop.checkpoint_every
-        if not last_eval or (self.eval_history and self.eval_history[-1][0] != self.updates):
-            last_eval = self.evaluate()
-        self.logger.flush(self.updates)
-        self.save()
-        return last_eval
+            last_eval = self.periodic(self.updates, lambda: {"time/updates_per_s": (self.updates - u0) / max(time.time() - t0, 1e-9)}) or last_eval
+        return self.finish(self.updates, last_eval)
 
     @torch.no_grad()
     def evaluate(self, episodes: Optional[int] = None) -> dict[str, float]:

@@ -57,20 +57,6 @@ class CQL(SAC):
         self.critic_opt.step()
         m = {"cql/td_loss": td_loss.item(), "cql/gap": gap.item() / q_data.shape[0], "cql/q": q_data.mean().item()}
 
-        new_a, logp = self.actor(obs)
-        self.critic.requires_grad_(False)
-        q_new = self.critic(obs, new_a).min(0).values
-        self.critic.requires_grad_(True)
-        actor_loss = (self.alpha.detach() * logp - q_new).mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_opt.step()
-        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
-        self.alpha_opt.zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        self.alpha_opt.step()
-        with torch.no_grad():
-            for p, tp in zip(self.critic.parameters(), self.critic_target.parameters()):
-                tp.lerp_(p, self.tau)
-        m.update({"cql/actor_loss": actor_loss.item(), "cql/alpha": self.alpha.item()})
+        m.update(self.update_actor(obs, prefix="cql"))
+        self.update_target()
         return m

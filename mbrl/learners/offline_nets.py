@@ -48,8 +48,8 @@ def aggregate_q(q: torch.Tensor, how: str = "min", beta: float = 1.0) -> torch.T
 
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    for t, s in zip(target.parameters(), source.parameters()):
-        t.lerp_(s, tau)
+    with torch.no_grad():
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
 
 
 def as_float(x: torch.Tensor) -> torch.Tensor:

@@ -112,6 +112,28 @@ class SAC(Learner):
             cont = 1.0 - batch["terminated"].float()
             return batch["reward"].float() + self.gamma * cont * q_next
 
+    def update_actor(self, obs: torch.Tensor, prefix: str = "sac") -> dict[str, float]:
+        """One actor step (maximise min-Q minus α·log π) and, if learned, one temperature step."""
+        new_a, logp = self.actor(obs)
+        self.critic.requires_grad_(False)
+        q_new = self.critic(obs, new_a).min(0).values
+        self.critic.requires_grad_(True)
+        actor_loss = (self.alpha.detach() * logp - q_new).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_opt.step()
+        if self.learn_alpha:
+            alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+            self.alpha_opt.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            self.alpha_opt.step()
+        return {f"{prefix}/actor_loss": actor_loss.item(), f"{prefix}/entropy": -logp.mean().item(), f"{prefix}/alpha": self.alpha.item()}
+
+    def update_target(self) -> None:
+        """Polyak-average the target critics towards the critics (rate τ)."""
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.tau)
+
     def update(self, batch: Batch) -> dict[str, float]:
         obs, action = batch["obs"].float(), batch["action"].float()
         target = self.critic_target_value(batch)
@@ -123,25 +145,7 @@ class SAC(Learner):
         metrics = {"sac/critic_loss": critic_loss.item(), "sac/q": q.mean().item()}
 
         if self._n_updates % self.actor_every == 0:
-            new_a, logp = self.actor(obs)
-            self.critic.requires_grad_(False)
-            q_new = self.critic(obs, new_a).min(0).values
-            self.critic.requires_grad_(True)
-            actor_loss = (self.alpha.detach() * logp - q_new).mean()
-            self.actor_opt.zero_grad(set_to_none=True)
-            actor_loss.backward()
-            self.actor_opt.step()
-            metrics["sac/actor_loss"] = actor_loss.item()
-            metrics["sac/entropy"] = -logp.mean().item()
-            if self.learn_alpha:
-                alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
-                self.alpha_opt.zero_grad(set_to_none=True)
-                alpha_loss.backward()
-                self.alpha_opt.step()
-            metrics["sac/alpha"] = self.alpha.item()
-
-        with torch.no_grad():
-            for p, tp in zip(self.critic.parameters(), self.critic_target.parameters()):
-                tp.lerp_(p, self.tau)
+            metrics.update(self.update_actor(obs))
+        self.update_target()
         self._n_updates += 1
         return metrics
