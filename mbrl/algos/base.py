@@ -183,7 +183,8 @@ class Algorithm:
                 if not self._pretrained and self.can_train():
                     self._pretrained = True
                     self.logger.accumulate(self.pretrain())
-                self._update_budget += n * loop.train_ratio
+                # only the env steps taken after prefill earn gradient updates
+                self._update_budget += min(n, self.env_steps - loop.prefill) * loop.train_ratio
                 while self._update_budget >= 1.0 and self.can_train():
                     self.logger.accumulate(self.train_step())
                     self.updates += 1
