@@ -235,6 +235,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    # env_kwargs is an open dict of envs.make arguments: `env_kwargs.pixels=true` adds a key
+    argv = [f"+{a}" if a.startswith("env_kwargs.") else a for a in argv]
     sys.argv = [sys.argv[0], *argv]
     _hydra_entry()
     return 0
