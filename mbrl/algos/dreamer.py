@@ -1,0 +1,146 @@
+"""DreamerV3: world model + actor-critic in imagination.
+
+`python -m mbrl.train env=dmc/walker-walk model=rssm` (algo=dreamer is the RSSM's default).
+Any WorldModel backbone works (`model=<backbone> algo=dreamer`): the world model is trained with
+`loss(batch)` on replayed sequences, the actor-critic imagines with `imagine()` from the posterior
+states of that batch (`last_states` when the backbone keeps them, else `observe()`).
+
+Replay ratio as DreamerV3 defines it (paper sec. "Replay ratio", reference `run.train_ratio`):
+replayed steps per env step = batch_size x batch_length x updates / env steps, so the loop's
+updates per env step are `train_ratio / (batch_size * batch_length)`.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from mbrl.algos.base import Algorithm, LoopConfig
+from mbrl.algos.common import loop_config, make_buffer, make_envs, to_dict
+from mbrl.learners.actor_critic import ActorCritic, Optim
+from mbrl.learners.actor_critic import from_config as ac_from_config
+from mbrl.models.base import WorldModel
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class Dreamer(Algorithm):
+    name = "dreamer"
+
+    def __init__(self, env, eval_env, buffer, world_model: WorldModel, actor_critic: ActorCritic, loop: LoopConfig,
+                 batch_size: int = 16, batch_length: int = 64, wm_opt: Optional[dict] = None, precision: str = "fp32",
+                 pretrain_updates: int = 1, run_dir=None):
+        super().__init__(env, eval_env, buffer, loop, run_dir)
+        if precision not in ("fp32", "bf16"):
+            raise ConfigError(f"dreamer: precision={precision!r}; valid: fp32, bf16")
+        self.wm = world_model.to(self.device)
+        self.ac = actor_critic.to(self.device)
+        self.batch_size, self.batch_length = int(batch_size), int(batch_length)
+        # paper v1: world model Adam lr 1e-4, eps 1e-8, gradient clipping 1000
+        wo = dict(kind="adam", lr=1e-4, eps=1e-8, clip=1000.0)
+        wo.update(wm_opt or {})
+        self.wm_optim = Optim(self.wm.parameters(), **wo)
+        self.precision = precision
+        self.pretrain_updates = int(pretrain_updates)
+        self.action_dim = int(self.action_space.n) if self.discrete else int(self.action_space.shape[0])
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------------------------------
+    def act(self, obs: Any, is_first: np.ndarray, state: Any, explore: bool):
+        n = len(is_first)
+        if state is None:
+            state = (self.wm.initial(n), torch.zeros(n, self.action_dim, device=self.device))
+        latent, prev = state
+        o = self.to_torch(obs)
+        o = {k: v.unsqueeze(1) for k, v in o.items()} if isinstance(o, dict) else o.unsqueeze(1)
+        first = torch.as_tensor(np.asarray(is_first), device=self.device).reshape(n, 1)
+        dummy = torch.zeros(n, 1, self.action_dim, device=self.device)
+        with self.autocast():
+            post = self.wm.observe(o, dummy, first, state=latent, prev_action=prev)
+            latent = post[:, 0]
+            action = self.ac.act(self.wm.features(latent), explore=explore).float()
+        if self.discrete:
+            env_action = action.argmax(-1).cpu().numpy()
+        else:
+            env_action = action.clamp(-1, 1).cpu().numpy().astype(np.float32)
+        return env_action, (latent, action)
+
+    def can_train(self) -> bool:
+        return len(self.buffer) >= self.num_envs * (self.batch_length + self.batch_size)
+
+    def train_step(self) -> dict[str, float]:
+        batch = self.buffer.sample_sequences(self.batch_size, self.batch_length).to(self.device)
+        return self.update(batch)
+
+    def update(self, batch) -> dict[str, float]:
+        """One full Dreamer update on a sequence batch: world model, then actor and critic."""
+        self.wm.train()
+        with self.autocast():
+            loss, metrics = self.wm.loss(batch)
+        metrics["wm/grad_norm"] = self.wm_optim.step(loss)
+        start = getattr(self.wm, "last_states", None)
+        if start is None:
+            with torch.no_grad(), self.autocast():
+                start = self.wm.observe(batch["obs"], batch["action"], batch["is_first"])
+        cont = 1.0 - batch["terminated"].float()
+        metrics.update(self.ac.imagine_and_update(self.wm, start, cont, autocast=self.autocast()))
+        return metrics
+
+    def pretrain(self) -> dict[str, float]:
+        """Updates on the first batches when prefill ends (DreamerV3 trains once on the prefill data
+        before acting with the learned policy)."""
+        m: dict[str, float] = {}
+        for _ in range(self.pretrain_updates):
+            m = self.train_step()
+        return m
+
+    def modules(self) -> dict[str, Any]:
+        return {"world_model": self.wm, "wm_optim": self.wm_optim, "actor_critic": self.ac}
+
+    def on_buffer_replaced(self) -> None:
+        pass
+
+
+def build_world_model(cfg: Any, obs_space, action_space) -> WorldModel:
+    import importlib
+
+    mcfg = to_dict(cfg.get("model")) or {"name": "rssm"}
+    name = mcfg.get("name", "rssm")
+    try:
+        module = importlib.import_module(f"mbrl.models.{name}")
+    except ModuleNotFoundError:
+        raise ConfigError(f"dreamer: no world model module mbrl/models/{name}.py") from None
+    if not hasattr(module, "from_config"):
+        raise ConfigError(f"dreamer: model {name!r} has no from_config(cfg, obs_space, action_space)")
+    kw = {k: v for k, v in mcfg.items() if k not in ("name", "default_algo")}
+    return module.from_config(kw, obs_space, action_space)
+
+
+def from_config(cfg: Any, run_dir: Optional[str] = None) -> Dreamer:
+    a = cfg.algo
+    env, eval_env = make_envs(cfg)
+    wm = build_world_model(cfg, env.single_observation_space, env.single_action_space)
+    feat_dim = int(getattr(wm, "feat_dim"))
+    acfg = to_dict(a.get("actor_critic"))
+    # actor / critic width and depth follow the model size unless set
+    if acfg.get("units") is None:
+        acfg["units"] = getattr(wm, "hidden", 512)
+    if acfg.get("layers") is None:
+        acfg["layers"] = max(1, getattr(wm, "layers", 2))
+    acfg = {k: v for k, v in acfg.items() if v is not None}
+    ac = ac_from_config(acfg, feat_dim, env.single_action_space)
+    buffer = make_buffer(env, cfg, a.buffer_size)
+    loop = loop_config(cfg)
+    B, L = int(a.batch_size), int(a.batch_length)
+    # DreamerV3 train_ratio = replayed steps per env step -> gradient updates per env step
+    loop.train_ratio = float(a.train_ratio) / (B * L)
+    return Dreamer(env, eval_env, buffer, wm, ac, loop, batch_size=B, batch_length=L, wm_opt=to_dict(a.get("wm_opt")),
+                   precision=str(a.get("precision", "fp32")), pretrain_updates=int(a.get("pretrain_updates", 1)), run_dir=run_dir)
