@@ -160,13 +160,13 @@ def check_port(seed: int = 3) -> int:
     return len(ref["traj"]) - 1
 
 
-def build_ours(seed: int, planning_dtype: str = "bfloat16", run_dir=None):
+def build_ours(seed: int, planning_dtype: str = "bfloat16", run_dir=None, **overrides):
     from mbrl.algos.base import LoopConfig
     from mbrl.algos.pets import PETS
     from mbrl.data import ReplayBuffer
     from mbrl.models.ensemble import EnsembleModel
 
-    c = CFG
+    c = {**CFG, **overrides}
     env, eval_env = make_cartpole_vec(seed, c["trial_length"]), make_cartpole_vec(seed + 1, c["trial_length"])
     model = EnsembleModel(4, 1, ensemble_size=c["ensemble_size"], num_elites=c["ensemble_size"], hidden=c["hidden"], layers=c["layers"],
                           propagation="ts_inf", planning_dtype=planning_dtype, seed=seed)
@@ -204,11 +204,12 @@ def ours_speed(seed: int, n_timed: int, planning_dtype: str) -> list[float]:
     return [1000 * t for t in times]
 
 
-def ours_returns(seed: int, trials: int) -> list[float]:
+def ours_returns(seed: int, trials: int, **overrides) -> list[float]:
+    """Returns of the first `trials` PETS episodes (after one random 200-step trial)."""
     import csv
 
     with tempfile.TemporaryDirectory() as d:
-        algo = build_ours(seed, run_dir=d)
+        algo = build_ours(seed, run_dir=d, **overrides)
         algo.loop.steps = CFG["trial_length"] * (trials + 1)  # trial 0 is the random prefill trial
         algo.run()
         rows = list(csv.reader(open(Path(d) / "metrics.csv")))

@@ -1,0 +1,115 @@
+"""PETS and MBPO: short learning tests (CPU) and config plumbing."""
+import csv
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # small networks: one thread is much faster than two on a shared 2-core machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_cfg(env: str, algo: str, **overrides):
+    base = OmegaConf.load(ROOT / "configs/config.yaml")
+    cfg = OmegaConf.create({k: v for k, v in base.items() if k not in ("defaults", "hydra")})
+    cfg.model = OmegaConf.load(ROOT / "configs/model/ensemble.yaml")
+    cfg.algo = OmegaConf.load(ROOT / f"configs/algo/{algo}.yaml")
+    cfg.env = env
+    cfg.progress = False
+    cfg.tensorboard = False
+    for k, v in overrides.items():
+        OmegaConf.update(cfg, k, v, merge=True)
+    return cfg
+
+
+def metric(run_dir, key):
+    return [(int(r[0]), float(r[2])) for r in csv.reader(open(Path(run_dir) / "metrics.csv")) if r[1] == key]
+
+
+def test_pets_learns_cartpole():
+    # mbrl-lib's continuous cart-pole (our port, checked against mbrl-lib in the benchmark):
+    # random actions return ~20 per episode; 200 is the maximum of a 200-step trial.
+    from mbrl.bench.pets import ours_returns
+
+    rets = ours_returns(0, 5, hidden=64, layers=2, population=100, particles=5, iterations=4)
+    assert len(rets) == 5
+    assert max(rets) >= 190, rets
+
+
+def test_pets_runs_from_config_on_inverted_pendulum():
+    from mbrl.algos.pets import from_config
+
+    cfg = make_cfg("gym/InvertedPendulum-v5", "pets", **{
+        "steps": 160, "algo.prefill": 120, "eval_episodes": 1, "model.hidden": 32, "model.layers": 2, "algo.horizon": 8, "algo.particles": 5,
+        "algo.planner_options.icem.population": 40, "algo.planner_options.icem.iterations": 2, "checkpoint_every": 0,
+    })
+    with tempfile.TemporaryDirectory() as d:
+        algo = from_config(cfg, d)
+        out = algo.run()
+        assert algo.fitted and algo.fits >= 1 and "eval/return" in out
+        assert (Path(d) / "checkpoints" / "latest.pt").is_file()
+        # resume restores the model and PETS counters
+        algo2 = from_config(cfg, d)
+        algo2.load(d)
+        assert algo2.fitted and algo2.fits == algo.fits
+        for (k, v), v2 in zip(algo.model.state_dict().items(), algo2.model.state_dict().values()):
+            if torch.is_tensor(v):
+                assert torch.equal(v, v2), k
+
+
+@pytest.mark.parametrize("planner", ["random", "cem", "mppi"])
+def test_pets_any_planner(planner):
+    from mbrl.algos.pets import from_config
+
+    cfg = make_cfg("gym/InvertedPendulum-v5", "pets", **{
+        "steps": 60, "algo.prefill": 50, "eval_episodes": 1, "model.hidden": 16, "model.layers": 1, "algo.horizon": 5, "algo.particles": 5,
+        "algo.planner": planner, f"algo.planner_options.{planner}.population": 20, "checkpoint_every": 0, "save_buffer": False,
+    })
+    algo = from_config(cfg, None)
+    algo.run()
+    assert algo.fitted
+
+
+def test_pets_discrete_actions_clear_error():
+    from mbrl.algos.pets import PETSConfigError, from_config
+
+    cfg = make_cfg("toy/chain", "pets")
+    with pytest.raises(PETSConfigError, match="continuous actions"):
+        from_config(cfg, None)
+
+
+def test_mbpo_rollout_schedule():
+    from mbrl.algos.mbpo import from_config
+
+    cfg = make_cfg("gym/InvertedPendulum-v5", "mbpo", **{"algo.rollout_schedule": [1000, 3000, 1, 5], "model.hidden": 16, "model.layers": 1})
+    algo = from_config(cfg, None)
+    assert [algo.horizon_at(s) for s in (0, 1000, 2000, 3000, 9000)] == [1, 1, 3, 5, 5]
+
+
+def test_mbpo_learns_inverted_pendulum():
+    # random policy ~8, zero action ~25, the maximum is 1000
+    from mbrl.algos.mbpo import from_config
+
+    cfg = make_cfg("gym/InvertedPendulum-v5", "mbpo", **{
+        "steps": 2500, "algo.prefill": 300, "algo.train_ratio": 10, "algo.rollout_batch": 5000, "algo.real_ratio": 0.05,
+        "algo.rollout_schedule": [0, 1, 1, 1], "algo.sac.hidden": 128, "model.hidden": 128, "model.layers": 3,
+        "eval_every": 500, "eval_episodes": 1, "algo.model_epochs": 200, "algo.model_patience": 10, "checkpoint_every": 0, "save_buffer": False,
+    })
+    with tempfile.TemporaryDirectory() as d:
+        algo = from_config(cfg, d)
+        algo.run()
+        evals = metric(d, "eval/return")
+        imagined = metric(d, "mbpo/imagined")
+    assert imagined and min(v for _, v in imagined) > 0
+    assert max(v for _, v in evals) >= 900, evals
