@@ -9,7 +9,8 @@ import pytest
 from conftest import run_cli
 
 FAST = ["env=toy/point", "steps=600", "algo=sac", "algo.prefill=200", "algo.batch_size=64", "eval_every=300",
-        "eval_episodes=2", "log_every=200", "checkpoint_every=300", "progress=false", "algo.buffer_size=5000"]
+        "eval_episodes=2", "log_every=200", "checkpoint_every=300", "progress=false", "algo.buffer_size=5000",
+        "algo.sac.hidden=64"]
 
 
 def _read_metrics(run_dir):
@@ -75,35 +76,35 @@ def test_bad_input_one_line_error(args, expected, tmp_path):
 
 
 def test_resume_continues_counters_and_buffer(tmp_path):
-    """A run stopped at 400 steps and resumed to 800 ends with the same counters as an
-    uninterrupted 800-step run, and the resumed buffer starts as the saved one."""
+    """A run stopped at 225 steps and resumed to 450 ends with the same counters as an
+    uninterrupted 450-step run, and the resumed buffer starts as the saved one."""
     import torch
 
-    base = FAST + ["steps=800", "eval_every=400", "checkpoint_every=400"]
+    base = FAST + ["steps=450", "eval_every=225", "checkpoint_every=225"]
     full = tmp_path / "full"
     r = run_cli("mbrl.train", *base, f"run_dir={full}")
     assert r.returncode == 0, r.stderr[-3000:]
     part = tmp_path / "part"
-    r = run_cli("mbrl.train", *base, "steps=400", f"run_dir={part}")
+    r = run_cli("mbrl.train", *base, "steps=225", f"run_dir={part}")
     assert r.returncode == 0, r.stderr[-3000:]
     saved = torch.load(part / "checkpoints" / "latest.pt", weights_only=False)
-    assert saved["counters"]["env_steps"] == 400
+    assert saved["counters"]["env_steps"] == 225
     from mbrl.data import ReplayBuffer
 
-    buf_at_400 = ReplayBuffer.load(part / "checkpoints" / saved["buffer_file"])
-    n_at_400 = len(buf_at_400)
-    r = run_cli("mbrl.train", f"resume={part}", "steps=800")
+    buf_at_cut = ReplayBuffer.load(part / "checkpoints" / saved["buffer_file"])
+    n_at_cut = len(buf_at_cut)
+    r = run_cli("mbrl.train", f"resume={part}", "steps=450")
     assert r.returncode == 0, r.stderr[-3000:]
     a = torch.load(full / "checkpoints" / "latest.pt", weights_only=False)
     b = torch.load(part / "checkpoints" / "latest.pt", weights_only=False)
     for k in ("env_steps", "updates", "update_budget", "next_eval", "next_ckpt"):
         assert a["counters"][k] == b["counters"][k], k
-    assert [s for s, _ in a["counters"]["eval_history"]] == [s for s, _ in b["counters"]["eval_history"]] == [400, 800]
+    assert [s for s, _ in a["counters"]["eval_history"]] == [s for s, _ in b["counters"]["eval_history"]] == [225, 450]
     buf_full = ReplayBuffer.load(full / "checkpoints" / a["buffer_file"])
     buf_res = ReplayBuffer.load(part / "checkpoints" / b["buffer_file"])
-    sa, sb = buf_at_400.state_dict()["arrays"], buf_res.state_dict()["arrays"]
+    sa, sb = buf_at_cut.state_dict()["arrays"], buf_res.state_dict()["arrays"]
     n = int(sa["count"][0])
-    assert n > 400 and int(sb["count"][0]) > n
+    assert n > 225 and int(sb["count"][0]) > n
     for k in sa:
         if k in ("pos", "count"):
             continue
@@ -111,10 +112,12 @@ def test_resume_continues_counters_and_buffer(tmp_path):
         # marked as cut (truncated / is_last) if the interruption fell mid-episode
         m = n - 1 if k in ("truncated", "is_last") else n
         assert np.array_equal(sa[k][:, :m], sb[k][:, :m]), k
-    assert len(buf_res) == n_at_400 + 400
-    assert abs(len(buf_full) - len(buf_res)) <= 1
+    # 225 steps fall mid-episode (episodes last 50): the saved newest entry is cut, not bridged
+    assert not sa["is_last"][0, n - 1] and sb["is_last"][0, n - 1] and sb["truncated"][0, n - 1]
+    assert sb["is_first"][0, n]
+    assert len(buf_res) == n_at_cut + 225 == len(buf_full)
     rows = _read_metrics(part)
-    assert max(int(r["step"]) for r in rows) == 800
+    assert max(int(r["step"]) for r in rows) == 450
 
 
 def test_interrupted_checkpoint_write_keeps_last_checkpoint(tmp_path):
