@@ -76,6 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--imagine-batch", type=int, default=1024)
     p.add_argument("--no-peer", action="store_true", help="skip sheeprl")
     p.add_argument("--no-write", action="store_true", help="do not write results/bench_dreamer.md")
+    p.add_argument("--report-run", default=None, metavar="RUN_DIR",
+                   help="instead of timing: write results/dreamer_<env>.md from a training run's metrics.csv (learning curve, wall-clock)")
 
 
 def _ours(size: str, B: int, L: int, H: int, A: int, steps: int, warmup: int, precision: str) -> dict:
@@ -135,8 +137,42 @@ def _imagination(wm, ac, n: int, H: int, precision: str, reps: int = 3) -> float
     return n * H / best
 
 
+def report_run(run_dir: str) -> int:
+    """Learning curve and wall-clock of a Dreamer training run -> results/dreamer_<env>.md."""
+    import csv
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    d = Path(run_dir)
+    cfg = OmegaConf.load(d / "config.yaml")
+    rows = list(csv.DictReader(open(d / "metrics.csv")))
+    evals = [(int(r["step"]), float(r["value"])) for r in rows if r["key"] == "eval/return"]
+    train = [(int(r["step"]), float(r["value"])) for r in rows if r["key"] == "train/return"]
+    upd = [(int(r["step"]), float(r["value"])) for r in rows if r["key"] == "time/updates"]
+    last_step = max(int(r["step"]) for r in rows)
+    wall = max(float(r["wall_time"]) for r in rows)
+    env = str(cfg.env)
+    lines = [f"- env: `{env}`, model size {cfg.model.size}, train_ratio {cfg.algo.train_ratio}, batch {cfg.algo.batch_size} x {cfg.algo.batch_length}, "
+             f"precision {cfg.algo.get('precision', 'fp32')}, torch threads {cfg.get('threads')}",
+             f"- reached {last_step} env steps (agent steps) of {cfg.steps if cfg.get('steps') else cfg.algo.steps}; "
+             f"gradient updates: {int(upd[-1][1]) if upd else 'n/a'}; wall-clock at the last log row: {wall} (metrics.csv `wall_time`)",
+             "", "| env steps | eval return (mean of eval episodes) |", "|---|---|"]
+    lines += [f"| {s} | {v:.1f} |" for s, v in evals]
+    lines += ["", "| env steps | train episode return |", "|---|---|"]
+    lines += [f"| {s} | {v:.1f} |" for s, v in train]
+    name = "dreamer_" + env.replace("/", "_").replace("-", "_") + ".md"
+    p = write_result(name, f"Dreamer learning run on {env}", f"python -m mbrl.train env={env} model=rssm model.size={cfg.model.size} threads={cfg.get('threads')} "
+                     f"(report: python -m mbrl.bench dreamer --report-run {run_dir})", "\n".join(lines))
+    print(f"wrote {p}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
+
+    if args.report_run:
+        return report_run(args.report_run)
 
     torch.set_num_threads(args.threads)
     B, L, H, A = 16, 64, 15, 6
