@@ -227,6 +227,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads for both (0: all cores)")
     parser.add_argument("--speed-only", action="store_true")
+    parser.add_argument("--returns-only", action="store_true", help="skip the speed part (writes bench_pets_returns.md)")
     parser.add_argument("--out", default="bench_pets.md")
 
 
@@ -237,11 +238,17 @@ def run(args) -> int:
     torch.set_num_threads(threads)
     n_checked = check_port()
     print(f"cart-pole port matches mbrl-lib's env on {n_checked} random-action steps", flush=True)
-    ours_bf16 = ours_speed(args.seed, args.timed, "bfloat16")
-    ours_fp32 = ours_speed(args.seed, args.timed, "float32")
-    peer = run_peer("mbrllib", PEER_PETS, str(args.seed), "0", str(args.timed), str(threads), timeout=24 * 3600)
-    med = lambda xs: float(np.median(xs))
-    print(f"ms/action: ours bf16 {med(ours_bf16):.0f}, ours fp32 {med(ours_fp32):.0f}, mbrl-lib {med(peer['ms_per_action']):.0f}", flush=True)
+    if args.returns_only:
+        ours_bf16 = ours_fp32 = []
+        peer = {"ms_per_action": []}
+        if args.out == "bench_pets.md":
+            args.out = "bench_pets_returns.md"
+    else:
+        ours_bf16 = ours_speed(args.seed, args.timed, "bfloat16")
+        ours_fp32 = ours_speed(args.seed, args.timed, "float32")
+        peer = run_peer("mbrllib", PEER_PETS, str(args.seed), "0", str(args.timed), str(threads), timeout=24 * 3600)
+        med = lambda xs: float(np.median(xs))
+        print(f"ms/action: ours bf16 {med(ours_bf16):.0f}, ours fp32 {med(ours_fp32):.0f}, mbrl-lib {med(peer['ms_per_action']):.0f}", flush=True)
     ours_r, peer_r = [], []
     if not args.speed_only:
         if args.trials:
@@ -251,7 +258,9 @@ def run(args) -> int:
             peer_r = run_peer("mbrllib", PEER_PETS, str(args.seed), str(args.peer_trials), "0", str(threads), timeout=24 * 3600)["returns"]
             print("mbrl-lib returns", peer_r, flush=True)
     body = _report(args, threads, n_checked, ours_bf16, ours_fp32, peer["ms_per_action"], ours_r, peer_r)
-    cmd = "python -m mbrl.bench pets " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("speed_only", "out") and v is not None) + (" --speed-only" if args.speed_only else "")
+    flags = ("speed_only", "returns_only")
+    cmd = "python -m mbrl.bench pets " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in (*flags, "out") and v is not None)
+    cmd += "".join(f" --{f.replace('_', '-')}" for f in flags if getattr(args, f))
     p = write_result(args.out, "PETS: mbrl vs mbrl-lib 0.2.0 (cart-pole, CPU)", cmd, body)
     (p.with_suffix(".json")).write_text(json.dumps({"ours_bf16_ms": ours_bf16, "ours_fp32_ms": ours_fp32, "mbrllib_ms": peer["ms_per_action"], "ours_returns": ours_r, "mbrllib_returns": peer_r}, indent=1))
     if ours_r or peer_r:
@@ -266,15 +275,18 @@ def _report(args, threads, n_checked, ob, of, pm, ours_r, peer_r) -> str:
         f"Configuration: {json.dumps(CFG)}; torch threads {threads}; seed {args.seed}.",
         f"Our cart-pole port was checked equal to mbrl-lib's `cartpole_continuous` on {n_checked} random-action steps (reset, obs, reward, termination).",
         "mbrl-lib uses the true reward and termination functions (its example's setting); ours learns both.",
-        "",
-        "## Milliseconds per planned action (median of %d, after one fit on a random trial)" % args.timed,
-        "",
-        "| library | ms / action | vs mbrl-lib |",
-        "|---|---:|---:|",
-        f"| mbrl-lib 0.2.0 (fp32) | {med(pm):.0f} | 1.00 |",
-        f"| mbrl (ours, fp32) | {med(of):.0f} | {med(of) / med(pm):.2f} |",
-        f"| mbrl (ours, bf16 matmuls, default) | {med(ob):.0f} | {med(ob) / med(pm):.2f} |",
     ]
+    if pm:
+        lines += [
+            "",
+            "## Milliseconds per planned action (median of %d, after one fit on a random trial)" % args.timed,
+            "",
+            "| library | ms / action | vs mbrl-lib |",
+            "|---|---:|---:|",
+            f"| mbrl-lib 0.2.0 (fp32) | {med(pm):.0f} | 1.00 |",
+            f"| mbrl (ours, fp32) | {med(of):.0f} | {med(of) / med(pm):.2f} |",
+            f"| mbrl (ours, bf16 matmuls, default) | {med(ob):.0f} | {med(ob) / med(pm):.2f} |",
+        ]
     if ours_r or peer_r:
         lines += ["", "## Return per trial (200 steps; trial 0 is random, not listed)", "", "| trial | " + " | ".join(str(i + 1) for i in range(max(len(ours_r), len(peer_r)))) + " |",
                   "|---|" + "---:|" * max(len(ours_r), len(peer_r))]
