@@ -102,7 +102,7 @@ def test_mbpo_learns_inverted_pendulum():
     from mbrl.algos.mbpo import from_config
 
     cfg = make_cfg("gym/InvertedPendulum-v5", "mbpo", **{
-        "steps": 2500, "algo.prefill": 300, "algo.train_ratio": 10, "algo.rollout_batch": 5000, "algo.real_ratio": 0.05,
+        "steps": 5000, "algo.prefill": 300, "algo.train_ratio": 10, "algo.rollout_batch": 5000, "algo.real_ratio": 0.05,
         "algo.rollout_schedule": [0, 1, 1, 1], "algo.sac.hidden": 128, "model.hidden": 128, "model.layers": 3,
         "eval_every": 500, "eval_episodes": 1, "algo.model_epochs": 200, "algo.model_patience": 10, "algo.model_max_updates": 1000, "checkpoint_every": 0, "save_buffer": False,
     })

@@ -54,7 +54,7 @@ def run(args) -> int:
     body = [f"MBPO on `{args.env}`, {args.device.upper()} run" + (f", stopped after {wall / 60:.1f} min of wall clock" if wall else "") + ".",
             f"Overrides: `{' '.join(overrides)}`.", "", "| env steps | eval return |", "|---:|---:|"]
     body += [f"| {s} | {v:.1f} |" for s, v in evals]
-    cmd = f"python -m mbrl.bench mbpo --env {args.env} --minutes {args.minutes} --device {args.device}"
+    cmd = f"python -m mbrl.bench mbpo --env {args.env} --minutes {args.minutes} --device {args.device}" + "".join(f" {o}" for o in args.overrides)
     p = write_result(f"{name}.md", f"MBPO learning curve: {args.env} ({args.device.upper()})", cmd, "\n".join(body))
     if evals:
         import matplotlib
