@@ -110,14 +110,21 @@ class WorldModel(nn.Module):
     has_decoder: bool = False
     #: algorithm used when a user names only this model (`model=rssm` -> dreamer)
     default_algo: str = ""
+    #: size of `features(state)` (what actors, critics and planners see)
+    feat_dim: int = 0
+    #: optional: the detached posterior states of the last `loss()` batch [B, T], reused as
+    #: imagination starts by actor-critic learners (None when the backbone does not keep them)
+    last_states: Optional[State] = None
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """Training loss on a sequence batch [B, T] (buffer sequence layout); returns (loss, metrics)."""
         raise NotImplementedError
 
-    def observe(self, obs: Any, action: torch.Tensor, is_first: torch.Tensor, state: Optional[State] = None) -> State:
+    def observe(self, obs: Any, action: torch.Tensor, is_first: torch.Tensor, state: Optional[State] = None,
+                prev_action: Optional[torch.Tensor] = None) -> State:
         """Posterior states [B, T] over real data. `action[:, t]` is the action taken at obs[:, t]
-        (buffer layout); the model uses action[:, t-1] to reach t. `state` continues a previous call."""
+        (buffer layout); the model uses action[:, t-1] to reach t. `state` continues a previous call
+        and `prev_action` is the action taken in it (used for step 0; acting one step at a time)."""
         raise NotImplementedError
 
     def initial(self, batch_size: int) -> State:

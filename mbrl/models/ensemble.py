@@ -118,6 +118,7 @@ class EnsembleModel(WorldModel):
         if planning_dtype not in ("float32", "bfloat16"):
             raise EnsembleConfigError(f"planning_dtype must be 'float32' or 'bfloat16', got {planning_dtype!r}")
         self.obs_dim, self.action_dim = obs_dim, action_dim
+        self.feat_dim = obs_dim  # features(state) are the (predicted) observations
         self.ensemble_size, self.num_elites = ensemble_size, num_elites
         self.propagation = propagation
         self.learn_termination = learn_termination
@@ -332,7 +333,8 @@ class EnsembleModel(WorldModel):
         member = self.initial_members(int(math.prod(lead)), obs.device).reshape(lead)
         return EnsembleState(obs=obs.float(), reward=z, terminated=z.clone(), member=member)
 
-    def observe(self, obs: Any, action: torch.Tensor, is_first: torch.Tensor, state: Optional[State] = None) -> EnsembleState:
+    def observe(self, obs: Any, action: torch.Tensor, is_first: torch.Tensor, state: Optional[State] = None,
+                prev_action: Optional[torch.Tensor] = None) -> EnsembleState:
         return self._state(obs)
 
     def initial(self, batch_size: int) -> EnsembleState:
