@@ -61,22 +61,21 @@ class State:
         return value.dim() - 1
 
     @staticmethod
-    def stack(states: list["State"], dim: int = 0) -> "State":
+    def _combine(states: list["State"], fn: Callable[[list[torch.Tensor]], torch.Tensor]) -> "State":
         first = states[0]
         out = {}
         for f in dataclasses.fields(first):
             vals = [getattr(s, f.name) for s in states]
-            out[f.name] = torch.stack(vals, dim) if torch.is_tensor(vals[0]) else vals[0]
+            out[f.name] = fn(vals) if torch.is_tensor(vals[0]) else vals[0]
         return dataclasses.replace(first, **out)
 
     @staticmethod
+    def stack(states: list["State"], dim: int = 0) -> "State":
+        return State._combine(states, lambda vals: torch.stack(vals, dim))
+
+    @staticmethod
     def cat(states: list["State"], dim: int = 0) -> "State":
-        first = states[0]
-        out = {}
-        for f in dataclasses.fields(first):
-            vals = [getattr(s, f.name) for s in states]
-            out[f.name] = torch.cat(vals, dim) if torch.is_tensor(vals[0]) else vals[0]
-        return dataclasses.replace(first, **out)
+        return State._combine(states, lambda vals: torch.cat(vals, dim))
 
 
 @dataclass
