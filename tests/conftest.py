@@ -21,6 +21,17 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout, env=e)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny networks run much faster on one torch thread than on two on a shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def cli():
     return run_cli

@@ -5,13 +5,7 @@ from mbrl.data.batch import Batch
 from mbrl.models.ensemble import EnsembleConfigError, EnsembleModel, EnsembleState
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny networks: one thread is much faster than two on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: see conftest
 
 
 def f_next(obs, act):

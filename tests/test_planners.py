@@ -6,13 +6,7 @@ from mbrl.planners import PLANNERS, PlannerConfigError, colored_noise, make_plan
 TARGET = torch.tensor([[0.3, -0.5], [0.6, 0.1], [-0.2, 0.4], [0.0, -0.7]])  # [H=4, A=2]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny networks: one thread is much faster than two on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: see conftest
 
 
 def quad(a: torch.Tensor) -> torch.Tensor:
