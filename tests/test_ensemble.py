@@ -146,3 +146,34 @@ def test_bad_config():
         EnsembleModel(2, 1, propagation="ts2")
     with pytest.raises(EnsembleConfigError):
         EnsembleModel(2, 1, ensemble_size=3, num_elites=5)
+
+
+def test_same_seed_same_model_and_fit():
+    # the seed fixes the initial weights as well as the fit's split, bootstraps and particle noise
+    torch.manual_seed(1)
+    a = EnsembleModel(1, 1, ensemble_size=3, num_elites=2, hidden=16, layers=2, seed=3)
+    torch.manual_seed(2)
+    b = EnsembleModel(1, 1, ensemble_size=3, num_elites=2, hidden=16, layers=2, seed=3)
+    data = make_data(200)
+    ma, mb = a.fit(data, epochs=3, batch_size=64), b.fit(data, epochs=3, batch_size=64)
+    assert ma == mb
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        if torch.is_tensor(v):
+            assert torch.equal(v, w), k
+
+
+def test_min_updates_on_small_data():
+    # 100 transitions, batch 256: an epoch is one update; min_updates keeps the fit going past
+    # early stopping and past `epochs`, and the termination classifier learns the boundary
+    data = make_data(100, seed=1)
+    m = EnsembleModel(1, 1, ensemble_size=3, num_elites=3, hidden=32, layers=2, seed=0)
+    few = m.fit(data, epochs=5, batch_size=256, patience=1)
+    assert few["model/updates"] <= 5
+    m2 = EnsembleModel(1, 1, ensemble_size=3, num_elites=3, hidden=32, layers=2, seed=0)
+    many = m2.fit(data, epochs=5, batch_size=256, patience=1, min_updates=300)
+    assert many["model/updates"] >= 300
+    term = data.terminated.bool()
+    assert term.any() and (~term).any()
+    with torch.no_grad():
+        p = torch.sigmoid(m2.term_logit(data.next_obs))
+    assert float(p[term].mean()) > 0.6 > 0.2 > float(p[~term].mean()), (float(p[term].mean()), float(p[~term].mean()))

@@ -53,6 +53,7 @@ class MBPO(Algorithm):
         model_patience: int = 5,
         model_batch_size: int = 256,
         model_max_updates: Optional[int] = None,
+        model_min_updates: int = 0,
         holdout_ratio: float = 0.2,
         termination_threshold: float = 0.5,
         run_dir=None,
@@ -71,7 +72,7 @@ class MBPO(Algorithm):
         self.rollout_batch = int(rollout_batch)
         self.rollout_schedule = tuple(float(x) for x in rollout_schedule)
         self.model_retain = int(model_retain)
-        self.fit_kw = dict(epochs=int(model_epochs), patience=int(model_patience), batch_size=int(model_batch_size), max_updates=model_max_updates, holdout_ratio=float(holdout_ratio))
+        self.fit_kw = dict(epochs=int(model_epochs), patience=int(model_patience), batch_size=int(model_batch_size), max_updates=model_max_updates, min_updates=int(model_min_updates), holdout_ratio=float(holdout_ratio))
         self.termination_threshold = float(termination_threshold)
         kmax = int(max(self.rollout_schedule[2], self.rollout_schedule[3]))
         cap = 2 * self.rollout_batch * kmax * self.model_retain  # contiguous=False: two entries per transition
@@ -174,7 +175,7 @@ def from_config(cfg: Any, run_dir: Optional[str] = None) -> MBPO:
     model = model_from_config(cfg, obs_dim, act_dim, "algo=mbpo")
     learner = SAC(obs_dim, act_dim, **to_dict(a.get("sac")))
     keys = ("batch_size", "real_ratio", "model_train_every", "rollout_every", "rollout_batch", "rollout_schedule", "model_retain", "model_epochs",
-            "model_patience", "model_batch_size", "model_max_updates", "holdout_ratio", "termination_threshold")
+            "model_patience", "model_batch_size", "model_max_updates", "model_min_updates", "holdout_ratio", "termination_threshold")
     kw = {k: a[k] for k in keys if k in a and a[k] is not None}
     buffer = make_buffer(env, cfg, a.get("buffer_size", 1_000_000))
     return MBPO(env, eval_env, buffer, model, learner, loop_config(cfg), run_dir=run_dir, **kw)

@@ -64,6 +64,7 @@ class PETS(Algorithm):
         model_patience: int = 5,
         model_batch_size: int = 256,
         model_max_updates: Optional[int] = None,
+        model_min_updates: int = 0,
         holdout_ratio: float = 0.2,
         run_dir=None,
     ):
@@ -78,7 +79,7 @@ class PETS(Algorithm):
         make_planner(planner, self.action_dim, **self.planner_options)  # validate options now
         self.horizon, self.particles, self.discount = int(horizon), int(particles), float(discount)
         self.fit_on_episode_end, self.fit_every = bool(fit_on_episode_end), int(fit_every)
-        self.fit_kw = dict(epochs=int(model_epochs), patience=int(model_patience), batch_size=int(model_batch_size), max_updates=model_max_updates, holdout_ratio=float(holdout_ratio))
+        self.fit_kw = dict(epochs=int(model_epochs), patience=int(model_patience), batch_size=int(model_batch_size), max_updates=model_max_updates, min_updates=int(model_min_updates), holdout_ratio=float(holdout_ratio))
         self.low = torch.as_tensor(self.action_space.low, dtype=torch.float32, device=self.device)
         self.high = torch.as_tensor(self.action_space.high, dtype=torch.float32, device=self.device)
         self.fitted = False
@@ -170,7 +171,7 @@ def from_config(cfg: Any, run_dir: Optional[str] = None) -> PETS:
     model = model_from_config(cfg, obs_dim, act_dim, "algo=pets")
     name = a.get("planner", "icem")
     opts = (a.get("planner_options") or {}).get(name, {})
-    keys = ("horizon", "particles", "discount", "fit_on_episode_end", "fit_every", "model_epochs", "model_patience", "model_batch_size", "model_max_updates", "holdout_ratio")
+    keys = ("horizon", "particles", "discount", "fit_on_episode_end", "fit_every", "model_epochs", "model_patience", "model_batch_size", "model_max_updates", "model_min_updates", "holdout_ratio")
     kw = {k: a[k] for k in keys if k in a and a[k] is not None}
     buffer = make_buffer(env, cfg, a.get("buffer_size", 1_000_000))
     return PETS(env, eval_env, buffer, model, loop_config(cfg), planner=name, planner_options=opts, run_dir=run_dir, **kw)

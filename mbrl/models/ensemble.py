@@ -127,9 +127,14 @@ class EnsembleModel(WorldModel):
         self.deterministic = deterministic
         self.target_dim = obs_dim + 1  # [Δobs, reward]
         in_dim = obs_dim + action_dim
-        # hidden layers (`layers` of them) then one output layer: mean, logvar
-        self.net = ensemble_mlp(ensemble_size, in_dim, 2 * self.target_dim, hidden=hidden, layers=layers, act=nn.SiLU)
-        self.term_net = mlp(obs_dim, 1, hidden=term_hidden, layers=2, act=nn.SiLU)
+        # hidden layers (`layers` of them) then one output layer: mean, logvar. With a seed the
+        # initial weights come from it too (without touching the global torch RNG), so that two
+        # models built with the same seed are identical wherever they are built
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.net = ensemble_mlp(ensemble_size, in_dim, 2 * self.target_dim, hidden=hidden, layers=layers, act=nn.SiLU)
+            self.term_net = mlp(obs_dim, 1, hidden=term_hidden, layers=2, act=nn.SiLU)
         self.linears = [m for m in self.net if isinstance(m, EnsembleLinear)]
         self.min_logvar = nn.Parameter(-10.0 * torch.ones(self.target_dim))
         self.max_logvar = nn.Parameter(0.5 * torch.ones(self.target_dim))
@@ -238,6 +243,7 @@ class EnsembleModel(WorldModel):
         improvement: float = 0.01,
         bootstrap: bool = True,
         max_updates: Optional[int] = None,
+        min_updates: int = 0,
     ) -> dict[str, float]:
         """Train on transitions `data` (obs, action, reward, next_obs, terminated; [N]) for up to
         `epochs` epochs with a held-out split: each member its own bootstrap sample; early stop
@@ -260,6 +266,8 @@ class EnsembleModel(WorldModel):
         since, updates, epoch = 0, 0, 0
         metrics: dict[str, float] = {}
         self.train()
+        per_epoch = -(-ntr // batch_size)
+        epochs = max(int(epochs), -(-int(min_updates) // per_epoch))
         for epoch in range(epochs):
             if bootstrap:
                 idx = torch.randint(ntr, (E, ntr), generator=g).to(dev)
@@ -286,7 +294,7 @@ class EnsembleModel(WorldModel):
                     since = 0
                 else:
                     since += 1
-                    if since >= patience:
+                    if since >= patience and updates >= min_updates:
                         break
         if n_val:
             self._load_member_params(best_state)
