@@ -173,6 +173,10 @@ def build(cfg: Any, run_dir: Optional[str | Path] = None):
         if e.name == f"mbrl.algos.{name}":
             raise ConfigError(f"algo {name!r} has a config but no module mbrl/algos/{name}.py") from None
         raise
+    # every network an algo builds (learners, models) takes its initial weights from `seed`
+    from mbrl.utils.seeding import seed_everything
+
+    seed_everything(int(cfg.get("seed", 0) or 0))
     return module.from_config(cfg, run_dir)
 
 

@@ -98,7 +98,7 @@ MBPO_GOAL = 300  # the brief's goal is 900+ within 5k steps: reached in one of t
 
 def test_mbpo_learns_inverted_pendulum():
     # random policy ~8, zero action ~25, the maximum is 1000
-    from mbrl.algos.mbpo import from_config
+    from mbrl.train import build as from_config  # seeds every network from cfg.seed
 
     cfg = make_cfg("gym/InvertedPendulum-v5", "mbpo", **{
         "steps": 5000, "algo.prefill": 300, "algo.train_ratio": 10, "algo.rollout_batch": 5000, "algo.real_ratio": 0.05,
