@@ -154,3 +154,33 @@ def test_plot_and_evaluate(smoke_runs, tmp_path):
     assert m["env_steps"] == 600 and "eval/return" in m
     r = run_cli("mbrl.evaluate", str(tmp_path / "nope"))
     assert r.returncode == 2 and r.stderr.startswith("error: ")
+
+
+def test_build_seeds_network_init():
+    # `seed=` decides the initial weights of every network an algo builds
+    import tempfile
+    from pathlib import Path
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from mbrl.train import build
+
+    ROOT = Path(__file__).resolve().parents[1]
+
+    base = OmegaConf.load(ROOT / "configs/config.yaml")
+
+    seen = []
+
+    def weights(seed):
+        cfg = OmegaConf.create({k: v for k, v in base.items() if k not in ("defaults", "hydra")})
+        cfg.algo = OmegaConf.load(ROOT / "configs/algo/sac.yaml")
+        cfg.seed, cfg.progress, cfg.tensorboard = seed, False, False
+        torch.manual_seed(123 + len(seen)); seen.append(seed)  # the global RNG state before build must not matter
+        with tempfile.TemporaryDirectory() as d:
+            algo = build(cfg, d)
+            return [p.detach().clone() for p in algo.learner.parameters()]
+
+    a, b, c = weights(0), weights(0), weights(1)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
