@@ -21,7 +21,7 @@ import torch
 
 from mbrl.algos.base import Algorithm, LoopConfig
 from mbrl.algos.common import continuous_action_dim, loop_config, make_buffer, make_envs, to_dict, vector_obs_dim
-from mbrl.algos.pets import buffer_transitions, model_from_config
+from mbrl.algos.pets import MODEL_FIT_KEYS, buffer_transitions, model_fit_kwargs, model_from_config
 from mbrl.data import Batch, ReplayBuffer
 from mbrl.learners.sac import SAC
 from mbrl.models.ensemble import EnsembleModel
@@ -72,7 +72,7 @@ class MBPO(Algorithm):
         self.rollout_batch = int(rollout_batch)
         self.rollout_schedule = tuple(float(x) for x in rollout_schedule)
         self.model_retain = int(model_retain)
-        self.fit_kw = dict(epochs=int(model_epochs), patience=int(model_patience), batch_size=int(model_batch_size), max_updates=model_max_updates, min_updates=int(model_min_updates), holdout_ratio=float(holdout_ratio))
+        self.fit_kw = model_fit_kwargs(model_epochs, model_patience, model_batch_size, model_max_updates, model_min_updates, holdout_ratio)
         self.termination_threshold = float(termination_threshold)
         kmax = int(max(self.rollout_schedule[2], self.rollout_schedule[3]))
         cap = 2 * self.rollout_batch * kmax * self.model_retain  # contiguous=False: two entries per transition
@@ -174,8 +174,8 @@ def from_config(cfg: Any, run_dir: Optional[str] = None) -> MBPO:
     a = to_dict(cfg.algo)
     model = model_from_config(cfg, obs_dim, act_dim, "algo=mbpo")
     learner = SAC(obs_dim, act_dim, **to_dict(a.get("sac")))
-    keys = ("batch_size", "real_ratio", "model_train_every", "rollout_every", "rollout_batch", "rollout_schedule", "model_retain", "model_epochs",
-            "model_patience", "model_batch_size", "model_max_updates", "model_min_updates", "holdout_ratio", "termination_threshold")
+    keys = ("batch_size", "real_ratio", "model_train_every", "rollout_every", "rollout_batch", "rollout_schedule", "model_retain",
+            "termination_threshold") + MODEL_FIT_KEYS
     kw = {k: a[k] for k in keys if k in a and a[k] is not None}
     buffer = make_buffer(env, cfg, a.get("buffer_size", 1_000_000))
     return MBPO(env, eval_env, buffer, model, learner, loop_config(cfg), run_dir=run_dir, **kw)

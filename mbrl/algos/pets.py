@@ -43,6 +43,17 @@ def buffer_transitions(buffer) -> Batch:
     )
 
 
+# config keys of the model fit, shared by the algos that refit an ensemble on their buffer (PETS, MBPO)
+MODEL_FIT_KEYS = ("model_epochs", "model_patience", "model_batch_size", "model_max_updates", "model_min_updates", "holdout_ratio")
+
+
+def model_fit_kwargs(model_epochs: int, model_patience: int, model_batch_size: int, model_max_updates: Optional[int],
+                     model_min_updates: int, holdout_ratio: float) -> dict:
+    """`EnsembleModel.fit` keyword arguments from an algo's `model_*` options."""
+    return dict(epochs=int(model_epochs), patience=int(model_patience), batch_size=int(model_batch_size), max_updates=model_max_updates,
+                min_updates=int(model_min_updates), holdout_ratio=float(holdout_ratio))
+
+
 class PETS(Algorithm):
     name = "pets"
 
@@ -79,7 +90,7 @@ class PETS(Algorithm):
         make_planner(planner, self.action_dim, **self.planner_options)  # validate options now
         self.horizon, self.particles, self.discount = int(horizon), int(particles), float(discount)
         self.fit_on_episode_end, self.fit_every = bool(fit_on_episode_end), int(fit_every)
-        self.fit_kw = dict(epochs=int(model_epochs), patience=int(model_patience), batch_size=int(model_batch_size), max_updates=model_max_updates, min_updates=int(model_min_updates), holdout_ratio=float(holdout_ratio))
+        self.fit_kw = model_fit_kwargs(model_epochs, model_patience, model_batch_size, model_max_updates, model_min_updates, holdout_ratio)
         self.low = torch.as_tensor(self.action_space.low, dtype=torch.float32, device=self.device)
         self.high = torch.as_tensor(self.action_space.high, dtype=torch.float32, device=self.device)
         self.fitted = False
@@ -171,7 +182,7 @@ def from_config(cfg: Any, run_dir: Optional[str] = None) -> PETS:
     model = model_from_config(cfg, obs_dim, act_dim, "algo=pets")
     name = a.get("planner", "icem")
     opts = (a.get("planner_options") or {}).get(name, {})
-    keys = ("horizon", "particles", "discount", "fit_on_episode_end", "fit_every", "model_epochs", "model_patience", "model_batch_size", "model_max_updates", "model_min_updates", "holdout_ratio")
+    keys = ("horizon", "particles", "discount", "fit_on_episode_end", "fit_every") + MODEL_FIT_KEYS
     kw = {k: a[k] for k in keys if k in a and a[k] is not None}
     buffer = make_buffer(env, cfg, a.get("buffer_size", 1_000_000))
     return PETS(env, eval_env, buffer, model, loop_config(cfg), planner=name, planner_options=opts, run_dir=run_dir, **kw)

@@ -266,7 +266,7 @@ class EnsembleModel(WorldModel):
         since, updates, epoch = 0, 0, 0
         metrics: dict[str, float] = {}
         self.train()
-        per_epoch = -(-ntr // batch_size)
+        per_epoch = max(1, -(-ntr // batch_size))
         epochs = max(int(epochs), -(-int(min_updates) // per_epoch))
         for epoch in range(epochs):
             if bootstrap:
