@@ -49,38 +49,35 @@ def timeit(fn):
     return cfg["reps"] / best
 
 
-out = {}
 B, L, N = cfg["seq_batch"], cfg["seq_len"], cfg["batch"]
+seq = dict(sequence_length=L)
+trans = dict(sample_next_obs=True)
+# (op, buffer, sample size, sample_tensors options, key checked, its shape)
+# rows 1-2: bare buffers, in memory. Rows 3-4: as sheeprl's own algorithms build and sample them with its
+# default config (buffer.memmap=True, buffer.from_numpy=False): dreamer_v3.py wraps SequentialReplayBuffer in
+# EnvIndependentReplayBuffer and samples through dreamer_v2/utils.sample_batches; sac.py uses a memory-mapped
+# ReplayBuffer
+algo = dict(dtype=None, device="cpu", from_numpy=False)
+cases = [
+    ("sequences", lambda tmp: SequentialReplayBuffer(steps, 1, obs_keys=("observations",), seed=0), B, dict(seq, from_numpy=True),
+     "observations", (1, L, B, 3, 64, 64)),
+    ("transitions", lambda tmp: ReplayBuffer(steps, 1, obs_keys=("observations",), seed=0), N, dict(trans, from_numpy=True),
+     "next_observations", (1, N, 3, 64, 64)),
+    ("sequences_algo", lambda tmp: EnvIndependentReplayBuffer(steps, 1, obs_keys=("observations",), memmap=True, memmap_dir=f"{tmp}/seq",
+                                                              buffer_cls=SequentialReplayBuffer, seed=0),
+     B, dict(seq, n_samples=1, **algo), "observations", (1, L, B, 3, 64, 64)),
+    ("transitions_algo", lambda tmp: ReplayBuffer(steps, 1, obs_keys=("observations",), memmap=True, memmap_dir=f"{tmp}/tr", seed=0),
+     N, dict(trans, **algo), "next_observations", (1, N, 3, 64, 64)),
+]
+out = {}
 with tempfile.TemporaryDirectory() as tmp:
-    # bare buffers, in memory
-    rb = SequentialReplayBuffer(steps, 1, obs_keys=("observations",), seed=0)
-    fill(rb)
-    x = rb.sample_tensors(B, sequence_length=L, from_numpy=True)
-    assert x["observations"].shape == (1, L, B, 3, 64, 64) and x["observations"].dtype == torch.uint8, x["observations"].shape
-    out["sequences"] = timeit(lambda: rb.sample_tensors(B, sequence_length=L, from_numpy=True))
-    del rb, x
-    rb = ReplayBuffer(steps, 1, obs_keys=("observations",), seed=0)
-    fill(rb)
-    x = rb.sample_tensors(N, sample_next_obs=True, from_numpy=True)
-    assert x["next_observations"].shape == (1, N, 3, 64, 64), x["next_observations"].shape
-    out["transitions"] = timeit(lambda: rb.sample_tensors(N, sample_next_obs=True, from_numpy=True))
-    del rb, x
-    # as sheeprl's own algorithms build and sample them with its default config (buffer.memmap=True,
-    # buffer.from_numpy=False): dreamer_v3.py wraps SequentialReplayBuffer in EnvIndependentReplayBuffer and
-    # samples through dreamer_v2/utils.sample_batches; sac.py uses a memory-mapped ReplayBuffer
-    rb = EnvIndependentReplayBuffer(steps, 1, obs_keys=("observations",), memmap=True, memmap_dir=f"{tmp}/seq",
-                                    buffer_cls=SequentialReplayBuffer, seed=0)
-    fill(rb)
-    x = rb.sample_tensors(B, sequence_length=L, n_samples=1, dtype=None, device="cpu", from_numpy=False)
-    assert x["observations"].shape == (1, L, B, 3, 64, 64), x["observations"].shape
-    out["sequences_algo"] = timeit(lambda: rb.sample_tensors(B, sequence_length=L, n_samples=1, dtype=None, device="cpu", from_numpy=False))
-    del rb, x
-    rb = ReplayBuffer(steps, 1, obs_keys=("observations",), memmap=True, memmap_dir=f"{tmp}/tr", seed=0)
-    fill(rb)
-    x = rb.sample_tensors(N, sample_next_obs=True, dtype=None, device="cpu", from_numpy=False)
-    assert x["next_observations"].shape == (1, N, 3, 64, 64), x["next_observations"].shape
-    out["transitions_algo"] = timeit(lambda: rb.sample_tensors(N, sample_next_obs=True, dtype=None, device="cpu", from_numpy=False))
-    del rb, x
+    for op, make, size, opts, key, shape in cases:
+        rb = make(tmp)
+        fill(rb)
+        x = rb.sample_tensors(size, **opts)
+        assert x[key].shape == shape and x[key].dtype == torch.uint8, (op, x[key].shape, x[key].dtype)
+        out[op] = timeit(lambda: rb.sample_tensors(size, **opts))
+        del rb, x
 print(json.dumps(out))
 """
 
@@ -152,8 +149,6 @@ def build_ours(cfg: dict):
         for k in cfg["gather_threads"]:
             buf.gather_threads = k
             out[k] = {"sequences": timeit(lambda: buf.sample_sequences(B, L)), "transitions": timeit(lambda: buf.sample(N))}
-            # our algorithms (dreamer.py, sac.py) sample exactly these calls: the same buffer, no wrapper
-            out[k]["sequences_algo"], out[k]["transitions_algo"] = out[k]["sequences"], out[k]["transitions"]
         return out
 
     return measure
@@ -177,8 +172,10 @@ def run(args: argparse.Namespace) -> int:
             res = run_peer("sheeprl", PEER_SCRIPT, json.dumps(cfg))
             peer = {op: max(v, (peer or {}).get(op, 0.0)) for op, v in res.items()}
     ops = ("sequences", "transitions", "sequences_algo", "transitions_algo")
+    # our algorithms (dreamer.py, sac.py) sample with the same calls as the bare rows: no wrapper, so an
+    # `<op>_algo` row compares the peer's algorithm buffer with our measurement of `<op>`
+    ours_op = {op: op.removesuffix("_algo") for op in ops}
     per_batch = {"sequences": args.seq_batch * args.seq_len, "transitions": args.batch}
-    per_batch.update(sequences_algo=per_batch["sequences"], transitions_algo=per_batch["transitions"])
     names = {"sequences": f"sequences {args.seq_batch}x{args.seq_len} (vs bare SequentialReplayBuffer, in memory)",
              "transitions": f"transitions {args.batch} + next_obs (vs bare ReplayBuffer, in memory)",
              "sequences_algo": f"sequences {args.seq_batch}x{args.seq_len} (vs sheeprl DreamerV3's buffer: EnvIndependentReplayBuffer, memmap)",
@@ -186,13 +183,14 @@ def run(args: argparse.Namespace) -> int:
     lines = ["| op | ours gather_threads | ours samples/s | sheeprl samples/s | ratio | ours batches/s | sheeprl batches/s |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for op in ops:
+        n = per_batch[ours_op[op]]
         for k, res in ours.items():
-            o = res[op]
+            o = res[ours_op[op]]
             if peer is None:
-                lines.append(f"| {names[op]} | {k} | {o * per_batch[op]:,.0f} | - | - | {o:,.1f} | - |")
+                lines.append(f"| {names[op]} | {k} | {o * n:,.0f} | - | - | {o:,.1f} | - |")
             else:
                 p = peer[op]
-                lines.append(f"| {names[op]} | {k} | {o * per_batch[op]:,.0f} | {p * per_batch[op]:,.0f} | {o / p:.2f}x | {o:,.1f} | {p:,.1f} |")
+                lines.append(f"| {names[op]} | {k} | {o * n:,.0f} | {p * n:,.0f} | {o / p:.2f}x | {o:,.1f} | {p:,.1f} |")
     table = "\n".join(lines)
     print(table)
     if args.out and peer is not None:
