@@ -20,6 +20,7 @@ from mbrl.algos.base import Algorithm, LoopConfig
 from mbrl.algos.common import loop_config, make_buffer, make_envs, to_dict, vector_obs_dim
 from mbrl.algos.model_score import make_score_fn
 from mbrl.data.batch import Batch
+from mbrl.learners.value import TerminalValue
 from mbrl.models.ensemble import EnsembleModel
 from mbrl.models.ensemble import from_config as ensemble_from_config
 from mbrl.planners import PLANNERS, make_planner
@@ -44,6 +45,7 @@ def buffer_transitions(buffer) -> Batch:
 
 
 # config keys of the model fit, shared by the algos that refit an ensemble on their buffer (PETS, MBPO)
+VALUE_KEYS = ("hidden", "layers", "lam", "lr", "updates", "batch_size", "refresh")
 MODEL_FIT_KEYS = ("model_epochs", "model_patience", "model_batch_size", "model_max_updates", "model_min_updates", "holdout_ratio")
 
 
@@ -77,6 +79,8 @@ class PETS(Algorithm):
         model_max_updates: Optional[int] = None,
         model_min_updates: int = 0,
         holdout_ratio: float = 0.2,
+        terminal_value: bool = False,
+        value_options: Optional[dict] = None,
         run_dir=None,
     ):
         super().__init__(env, eval_env, buffer, loop, run_dir)
@@ -93,6 +97,15 @@ class PETS(Algorithm):
         self.fit_kw = model_fit_kwargs(model_epochs, model_patience, model_batch_size, model_max_updates, model_min_updates, holdout_ratio)
         self.low = torch.as_tensor(self.action_space.low, dtype=torch.float32, device=self.device)
         self.high = torch.as_tensor(self.action_space.high, dtype=torch.float32, device=self.device)
+        self.value: Optional[TerminalValue] = None
+        if terminal_value:
+            if not self.discount < 1.0:
+                raise PETSConfigError(f"algo.terminal_value=true needs algo.discount < 1 (the value's γ); got discount={self.discount}. Valid: e.g. algo.discount=0.99")
+            opts = dict(value_options or {})
+            bad = sorted(set(opts) - set(VALUE_KEYS))
+            if bad:
+                raise PETSConfigError(f"unknown algo.value_options {bad}; valid: {', '.join(VALUE_KEYS)}")
+            self.value = TerminalValue(int(np.prod(self.env.single_observation_space.shape)), gamma=self.discount, seed=int(loop.seed), **opts).to(self.device)
         self.fitted = False
         self.fits = 0
         self._steps_since_fit = 0
@@ -102,6 +115,8 @@ class PETS(Algorithm):
     def fit_model(self) -> dict[str, float]:
         data = buffer_transitions(self.buffer)
         m = self.model.fit(data, **self.fit_kw)
+        if self.value is not None:
+            m.update(self.value.fit(data))
         self.fitted = True
         self.fits += 1
         self._steps_since_fit = 0
@@ -129,7 +144,7 @@ class PETS(Algorithm):
 
     def plan(self, obs: np.ndarray, planner) -> torch.Tensor:
         start = self.model.start_states(torch.as_tensor(obs, dtype=torch.float32, device=self.device).reshape(1, -1))
-        score = make_score_fn(self.model, start, self.particles, self.discount)
+        score = make_score_fn(self.model, start, self.particles, self.discount, terminal_value=self.value)
         return planner.plan(score, self.low, self.high, self.horizon)
 
     @torch.no_grad()
@@ -148,7 +163,10 @@ class PETS(Algorithm):
         return out, state
 
     def modules(self) -> dict[str, Any]:
-        return {"model": self.model, "pets": _Counters(self)}
+        mods = {"model": self.model, "pets": _Counters(self)}
+        if self.value is not None:
+            mods["value"], mods["value_optim"] = self.value, self.value.optimizer
+        return mods
 
 
 class _Counters:
@@ -182,7 +200,7 @@ def from_config(cfg: Any, run_dir: Optional[str] = None) -> PETS:
     model = model_from_config(cfg, obs_dim, act_dim, "algo=pets")
     name = a.get("planner", "icem")
     opts = (a.get("planner_options") or {}).get(name, {})
-    keys = ("horizon", "particles", "discount", "fit_on_episode_end", "fit_every") + MODEL_FIT_KEYS
+    keys = ("horizon", "particles", "discount", "fit_on_episode_end", "fit_every", "terminal_value", "value_options") + MODEL_FIT_KEYS
     kw = {k: a[k] for k in keys if k in a and a[k] is not None}
     buffer = make_buffer(env, cfg, a.get("buffer_size", 1_000_000))
     return PETS(env, eval_env, buffer, model, loop_config(cfg), planner=name, planner_options=opts, run_dir=run_dir, **kw)

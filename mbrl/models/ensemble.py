@@ -147,25 +147,69 @@ class EnsembleModel(WorldModel):
         self.optimizer = torch.optim.Adam(self.parameters(), lr=lr)
         self.last_aleatoric: Optional[torch.Tensor] = None
         self._planning = False
+        self._folded_key: Optional[tuple] = None
+        self._folded: list[torch.Tensor] = []
+        self._act_buffers: dict[tuple, list] = {}
 
     # ------------------------------------------------------------------ raw network
     def _forward(self, x: torch.Tensor, members: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x [K, N, in] normalised inputs for members `members` (None: all E) ->
         mean [K, N, T], logvar [K, N, T] (normalised target units)."""
-        h = x
-        n = len(self.linears)
-        for i, lin in enumerate(self.linears):
-            w, b = (lin.weight, lin.bias) if members is None else (lin.weight[members], lin.bias[members])
-            if h.dtype != w.dtype:
-                w, b = w.to(h.dtype), b.to(h.dtype)
-            h = torch.baddbmm(b, h, w)
-            if i < n - 1:
-                h = F.silu(h, inplace=not torch.is_grad_enabled())
+        if self._planning and not torch.is_grad_enabled():
+            h = self._forward_folded(x, members)
+        else:
+            h = x
+            n = len(self.linears)
+            for i, lin in enumerate(self.linears):
+                w, b = (lin.weight, lin.bias) if members is None else (lin.weight[members], lin.bias[members])
+                if h.dtype != w.dtype:
+                    w, b = w.to(h.dtype), b.to(h.dtype)
+                h = torch.baddbmm(b, h, w)
+                if i < n - 1:
+                    h = F.silu(h, inplace=not torch.is_grad_enabled())
         h = h.float()
         t = self.target_dim
         mean, logvar = h[..., :t], h[..., t : 2 * t]
         logvar = soft_clamp_logvar(logvar, self.min_logvar, self.max_logvar)
         return mean, logvar
+
+    def _forward_folded(self, x: torch.Tensor, members: Optional[torch.Tensor]) -> torch.Tensor:
+        """The no-grad planning forward, same result as the baddbmm path: each layer's bias is folded
+        into its weight ([K, in+1, out], cached until the parameters change) and every hidden
+        activation is written by SiLU into a reused [K, N, d+1] buffer whose last column is 1. On CPU
+        this removes the broadcast-bias copy, the fresh allocation (page faults) and one read-write
+        pass per layer: the planning forward is memory-bound, not matmul-bound."""
+        version = (x.dtype, None if members is None else tuple(members.tolist()), tuple((p.data_ptr(), p._version) for p in self.net.parameters()))
+        if self._folded_key != version:
+            ws = []
+            for lin in self.linears:
+                w, b = (lin.weight, lin.bias) if members is None else (lin.weight[members], lin.bias[members])
+                ws.append(torch.cat([w, b], 1).to(x.dtype).contiguous())
+            self._folded_key, self._folded = version, ws
+        k, n, d_in = x.shape
+        bkey = (k, n, x.dtype, x.device)
+        bufs = self._act_buffers.get(bkey)
+        if bufs is None:
+            dims = [d_in] + [w.shape[-1] for w in self._folded[:-1]]
+            bufs = []
+            for j, d in enumerate(dims):  # (input with its ones column, pre-activation) per layer
+                buf = torch.empty(k, n, d + 1, dtype=x.dtype, device=x.device)
+                buf[..., d] = 1
+                bufs.append((buf, torch.empty(k, n, d, dtype=x.dtype, device=x.device) if j else None))
+            if len(self._act_buffers) >= 8:  # a few shapes (iCEM's decaying population); drop the oldest
+                self._act_buffers.pop(next(iter(self._act_buffers)))
+            self._act_buffers[bkey] = bufs
+        h = bufs[0][0]
+        h[..., :d_in] = x
+        last = len(self._folded) - 1
+        for i, w in enumerate(self._folded):
+            if i == last:
+                return torch.bmm(h, w)  # a fresh tensor: callers keep views of the output
+            nxt, pre = bufs[i + 1]
+            torch.bmm(h, w, out=pre)
+            torch.ops.aten.silu.out(pre, out=nxt[..., :-1])
+            h = nxt
+        raise AssertionError("unreachable")
 
     def term_logit(self, next_obs: torch.Tensor) -> torch.Tensor:
         """Termination logit of reaching `next_obs` [..., D] -> [...]."""
