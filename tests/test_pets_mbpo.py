@@ -77,6 +77,31 @@ def test_pets_any_planner(planner):
     assert algo.fitted
 
 
+def test_pets_terminal_value_plumbing():
+    from mbrl.algos.pets import PETSConfigError, from_config
+
+    over = {"steps": 80, "algo.prefill": 50, "eval_episodes": 1, "model.hidden": 16, "model.layers": 1, "algo.horizon": 4, "algo.particles": 4,
+            "algo.planner_options.icem.population": 20, "algo.terminal_value": True, "algo.value_options.updates": 20, "save_buffer": False}
+    with pytest.raises(PETSConfigError, match="discount < 1"):
+        from_config(make_cfg("gym/InvertedPendulum-v5", "pets", **over), None)
+    with pytest.raises(PETSConfigError, match="valid: hidden"):
+        from_config(make_cfg("gym/InvertedPendulum-v5", "pets", **over, **{"algo.discount": 0.99, "algo.value_options.hiden": 3}), None)
+    cfg = make_cfg("gym/InvertedPendulum-v5", "pets", **over, **{"algo.discount": 0.99})
+    with tempfile.TemporaryDirectory() as d:
+        algo = from_config(cfg, d)
+        algo.run()
+        assert bool(algo.value.fitted)
+        calls = []
+        value = algo.value.forward
+        algo.value.forward = lambda x: calls.append(x.shape) or value(x)  # the planner's score uses the value
+        algo.act(np.zeros((1, 4), np.float32), np.ones(1, bool), None, False)
+        assert calls and calls[0][-1] == 4
+        algo2 = from_config(cfg, d)
+        algo2.load(d)  # the value (and its optimiser) is checkpointed
+        for (k, v), v2 in zip(algo.value.state_dict().items(), algo2.value.state_dict().values()):
+            assert torch.equal(v, v2), k
+
+
 def test_pets_discrete_actions_clear_error():
     from mbrl.algos.pets import PETSConfigError, from_config
 

@@ -228,12 +228,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads for both (0: all cores)")
     parser.add_argument("--speed-only", action="store_true")
     parser.add_argument("--returns-only", action="store_true", help="skip the speed part (writes bench_pets_returns.md)")
+    parser.add_argument("--combine", nargs="+", metavar="JSON", help="no runs: write one returns table from the .json files "
+                        "of earlier --returns-only runs (e.g. ours and mbrl-lib run in parallel, one core each)")
     parser.add_argument("--out", default="bench_pets.md")
 
 
 def run(args) -> int:
     import os
 
+    if args.combine:
+        return combine(args)
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     n_checked = check_port()
@@ -265,6 +269,32 @@ def run(args) -> int:
     (p.with_suffix(".json")).write_text(json.dumps({"ours_bf16_ms": ours_bf16, "ours_fp32_ms": ours_fp32, "mbrllib_ms": peer["ms_per_action"], "ours_returns": ours_r, "mbrllib_returns": peer_r}, indent=1))
     if ours_r or peer_r:
         _plot(ours_r, peer_r, p.with_suffix(".png"))
+    print(p.read_text())
+    return 0
+
+
+def combine(args) -> int:
+    """One returns table from earlier `--returns-only` runs' JSON files (their commands and dates are quoted)."""
+    ours_r, peer_r, sources = [], [], []
+    for f in args.combine:
+        path = Path(f)
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"error: --combine {f}: {e}; expected a .json written by `python -m mbrl.bench pets --returns-only`")
+        ours_r = ours_r or d.get("ours_returns", [])
+        peer_r = peer_r or d.get("mbrllib_returns", [])
+        md = path.with_suffix(".md")
+        head = [ln for ln in md.read_text().splitlines() if ln.startswith(("- command", "- date", "- machine"))] if md.is_file() else []
+        sources.append(f"`{path.name}`: " + "; ".join(h[2:] for h in head))
+    if args.out == "bench_pets.md":
+        args.out = "bench_pets_returns.md"
+    args.timed = 0
+    rep = _report(args, 1, 0, [], [], [], ours_r, peer_r)
+    body = "\n".join([f"Configuration: {json.dumps(CFG)}.", "mbrl-lib uses the true reward and termination functions (its example's setting); ours learns both.",
+                      "", "Combined from separate runs (one core each, in parallel):", ""] + [f"- {x}" for x in sources] + ["", rep[rep.index("## Return"):]])
+    p = write_result(args.out, "PETS: mbrl vs mbrl-lib 0.2.0 (cart-pole, CPU): return per trial", "python -m mbrl.bench pets --combine " + " ".join(args.combine), body)
+    _plot(ours_r, peer_r, p.with_suffix(".png"))
     print(p.read_text())
     return 0
 
