@@ -22,8 +22,15 @@ sysdeps:
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libgl1 >/dev/null) || echo "warning: could not install libegl1/libgl1; pixel rendering tests will be skipped"; \
 	  else echo "warning: libEGL missing; run: sudo apt-get install libegl1 libgl1"; fi; fi
 
+# The default main job: PETS with a learned terminal value on InvertedPendulum-v5 (model-based MPC; it
+# balances for the 1000-step maximum from its 3rd planned episode, a few minutes on 2 CPU cores).
+# `make train ARGS="..."` runs `python -m mbrl.train ...` with those arguments instead.
+MAIN_JOB := env=gym/InvertedPendulum-v5 model=ensemble algo=pets algo.terminal_value=true algo.discount=0.99 \
+	algo.horizon=8 algo.particles=10 algo.planner_options.icem.population=200 algo.model_min_updates=1000 \
+	algo.prefill=100 model.hidden=128 model.layers=3 steps=2500 threads=1
+
 train: venv
-	$(BIN)/python -m mbrl.train $(ARGS)
+	$(BIN)/python -m mbrl.train $(if $(ARGS),$(ARGS),$(MAIN_JOB))
 
 test: venv
 	$(BIN)/python -m pytest -q -x --timeout=900 tests $(ARGS)

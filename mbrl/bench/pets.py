@@ -160,7 +160,11 @@ def check_port(seed: int = 3) -> int:
     return len(ref["traj"]) - 1
 
 
-def build_ours(seed: int, planning_dtype: str = "bfloat16", run_dir=None, **overrides):
+OURS, OURS_VALUE, PEER = "mbrl (ours)", "mbrl (ours, + terminal value)", "mbrl-lib 0.2.0"
+VALUE_DISCOUNT = 0.99
+
+
+def build_ours(seed: int, planning_dtype: str = "bfloat16", run_dir=None, terminal_value: bool = False, **overrides):
     from mbrl.algos.base import LoopConfig
     from mbrl.algos.pets import PETS
     from mbrl.data import ReplayBuffer
@@ -176,7 +180,8 @@ def build_ours(seed: int, planning_dtype: str = "bfloat16", run_dir=None, **over
     algo = PETS(env, eval_env, buffer, model, loop, planner="cem",
                 planner_options=dict(population=c["population"], iterations=c["iterations"], elite_ratio=c["elite_ratio"], alpha=c["alpha"], return_mean_elites=True),
                 horizon=c["horizon"], particles=c["particles"], fit_on_episode_end=True, fit_every=10**9, model_epochs=50, model_patience=5,
-                model_batch_size=32, holdout_ratio=0.05, run_dir=run_dir)
+                model_batch_size=32, holdout_ratio=0.05, run_dir=run_dir,
+                terminal_value=terminal_value, discount=VALUE_DISCOUNT if terminal_value else 1.0)
     return algo
 
 
@@ -204,12 +209,12 @@ def ours_speed(seed: int, n_timed: int, planning_dtype: str) -> list[float]:
     return [1000 * t for t in times]
 
 
-def ours_returns(seed: int, trials: int, **overrides) -> list[float]:
+def ours_returns(seed: int, trials: int, terminal_value: bool = False, **overrides) -> list[float]:
     """Returns of the first `trials` PETS episodes (after one random 200-step trial)."""
     import csv
 
     with tempfile.TemporaryDirectory() as d:
-        algo = build_ours(seed, run_dir=d, **overrides)
+        algo = build_ours(seed, run_dir=d, terminal_value=terminal_value, **overrides)
         algo.loop.steps = CFG["trial_length"] * (trials + 1)  # trial 0 is the random prefill trial
         algo.run()
         rows = list(csv.reader(open(Path(d) / "metrics.csv")))
@@ -227,6 +232,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads for both (0: all cores)")
     parser.add_argument("--speed-only", action="store_true")
+    parser.add_argument("--ours", choices=("plain", "value", "both"), default="plain",
+                        help=f"our PETS for the returns: as configured (plain), with a TD(λ) terminal value (γ {VALUE_DISCOUNT}), or both")
     parser.add_argument("--returns-only", action="store_true", help="skip the speed part (writes bench_pets_returns.md)")
     parser.add_argument("--combine", nargs="+", metavar="JSON", help="no runs: write one returns table from the .json files "
                         "of earlier --returns-only runs (e.g. ours and mbrl-lib run in parallel, one core each)")
@@ -253,53 +260,62 @@ def run(args) -> int:
         peer = run_peer("mbrllib", PEER_PETS, str(args.seed), "0", str(args.timed), str(threads), timeout=24 * 3600)
         med = lambda xs: float(np.median(xs))
         print(f"ms/action: ours bf16 {med(ours_bf16):.0f}, ours fp32 {med(ours_fp32):.0f}, mbrl-lib {med(peer['ms_per_action']):.0f}", flush=True)
-    ours_r, peer_r = [], []
+    rows: dict[str, list[float]] = {}
     if not args.speed_only:
-        if args.trials:
-            ours_r = ours_returns(args.seed, args.trials)
-            print("ours returns", ours_r, flush=True)
+        if args.trials and args.ours in ("plain", "both"):
+            rows[OURS] = ours_returns(args.seed, args.trials)
+            print("ours returns", rows[OURS], flush=True)
+        if args.trials and args.ours in ("value", "both"):
+            rows[OURS_VALUE] = ours_returns(args.seed, args.trials, terminal_value=True)
+            print("ours + terminal value returns", rows[OURS_VALUE], flush=True)
         if args.peer_trials:
-            peer_r = run_peer("mbrllib", PEER_PETS, str(args.seed), str(args.peer_trials), "0", str(threads), timeout=24 * 3600)["returns"]
-            print("mbrl-lib returns", peer_r, flush=True)
-    body = _report(args, threads, n_checked, ours_bf16, ours_fp32, peer["ms_per_action"], ours_r, peer_r)
+            rows[PEER] = run_peer("mbrllib", PEER_PETS, str(args.seed), str(args.peer_trials), "0", str(threads), timeout=24 * 3600)["returns"]
+            print("mbrl-lib returns", rows[PEER], flush=True)
+    body = _report(args, threads, n_checked, ours_bf16, ours_fp32, peer["ms_per_action"], rows)
     flags = ("speed_only", "returns_only")
-    cmd = "python -m mbrl.bench pets " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in (*flags, "out") and v is not None)
+    cmd = "python -m mbrl.bench pets " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in (*flags, "out", "combine") and v is not None)
     cmd += "".join(f" --{f.replace('_', '-')}" for f in flags if getattr(args, f))
     p = write_result(args.out, "PETS: mbrl vs mbrl-lib 0.2.0 (cart-pole, CPU)", cmd, body)
-    (p.with_suffix(".json")).write_text(json.dumps({"ours_bf16_ms": ours_bf16, "ours_fp32_ms": ours_fp32, "mbrllib_ms": peer["ms_per_action"], "ours_returns": ours_r, "mbrllib_returns": peer_r}, indent=1))
-    if ours_r or peer_r:
-        _plot(ours_r, peer_r, p.with_suffix(".png"))
+    (p.with_suffix(".json")).write_text(json.dumps({"ours_bf16_ms": ours_bf16, "ours_fp32_ms": ours_fp32, "mbrllib_ms": peer["ms_per_action"], "returns": rows}, indent=1))
+    if rows:
+        _plot(rows, p.with_suffix(".png"))
     print(p.read_text())
     return 0
 
 
 def combine(args) -> int:
     """One returns table from earlier `--returns-only` runs' JSON files (their commands and dates are quoted)."""
-    ours_r, peer_r, sources = [], [], []
+    rows: dict[str, list[float]] = {}
+    sources = []
     for f in args.combine:
         path = Path(f)
         try:
             d = json.loads(path.read_text())
         except (OSError, ValueError) as e:
             raise SystemExit(f"error: --combine {f}: {e}; expected a .json written by `python -m mbrl.bench pets --returns-only`")
-        ours_r = ours_r or d.get("ours_returns", [])
-        peer_r = peer_r or d.get("mbrllib_returns", [])
+        found = dict(d.get("returns", {}))
+        for key, label in (("ours_returns", OURS), ("mbrllib_returns", PEER)):  # files written before labelled rows
+            if d.get(key):
+                found[label] = d[key]
+        for label, r in found.items():
+            if r:
+                rows.setdefault(label, r)
         md = path.with_suffix(".md")
         head = [ln for ln in md.read_text().splitlines() if ln.startswith(("- command", "- date", "- machine"))] if md.is_file() else []
         sources.append(f"`{path.name}`: " + "; ".join(h[2:] for h in head))
     if args.out == "bench_pets.md":
         args.out = "bench_pets_returns.md"
     args.timed = 0
-    rep = _report(args, 1, 0, [], [], [], ours_r, peer_r)
+    rep = _report(args, 1, 0, [], [], [], rows)
     body = "\n".join([f"Configuration: {json.dumps(CFG)}.", "mbrl-lib uses the true reward and termination functions (its example's setting); ours learns both.",
                       "", "Combined from separate runs (one core each, in parallel):", ""] + [f"- {x}" for x in sources] + ["", rep[rep.index("## Return"):]])
     p = write_result(args.out, "PETS: mbrl vs mbrl-lib 0.2.0 (cart-pole, CPU): return per trial", "python -m mbrl.bench pets --combine " + " ".join(args.combine), body)
-    _plot(ours_r, peer_r, p.with_suffix(".png"))
+    _plot(rows, p.with_suffix(".png"))
     print(p.read_text())
     return 0
 
 
-def _report(args, threads, n_checked, ob, of, pm, ours_r, peer_r) -> str:
+def _report(args, threads, n_checked, ob, of, pm, rows: dict[str, list[float]]) -> str:
     med = lambda xs: float(np.median(xs))
     lines = [
         f"Configuration: {json.dumps(CFG)}; torch threads {threads}; seed {args.seed}.",
@@ -317,25 +333,25 @@ def _report(args, threads, n_checked, ob, of, pm, ours_r, peer_r) -> str:
             f"| mbrl (ours, fp32) | {med(of):.0f} | {med(of) / med(pm):.2f} |",
             f"| mbrl (ours, bf16 matmuls, default) | {med(ob):.0f} | {med(ob) / med(pm):.2f} |",
         ]
-    if ours_r or peer_r:
-        lines += ["", "## Return per trial (200 steps; trial 0 is random, not listed)", "", "| trial | " + " | ".join(str(i + 1) for i in range(max(len(ours_r), len(peer_r)))) + " |",
-                  "|---|" + "---:|" * max(len(ours_r), len(peer_r))]
-        fmt = lambda xs: " | ".join(f"{x:.0f}" for x in xs)
-        lines += [f"| mbrl (ours) | {fmt(ours_r)} |", f"| mbrl-lib | {fmt(peer_r)} |"]
+    if rows:
+        n = max(len(r) for r in rows.values())
+        lines += ["", "## Return per trial (200 steps; trial 0 is random, not listed)", "", "| trial | " + " | ".join(str(i + 1) for i in range(n)) + " |",
+                  "|---|" + "---:|" * n]
+        lines += [f"| {label} | " + " | ".join(f"{x:.0f}" for x in r) + " |" for label, r in rows.items()]
+        if OURS_VALUE in rows:
+            lines.append(f"\n`{OURS_VALUE}`: the same PETS plus `terminal_value=True, discount={VALUE_DISCOUNT}` (a value net fitted by TD(λ) on the real data, added at the horizon).")
     return "\n".join(lines)
 
 
-def _plot(ours_r, peer_r, path) -> None:
+def _plot(rows: dict[str, list[float]], path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    if ours_r:
-        ax.plot(range(1, len(ours_r) + 1), ours_r, "o-", label="mbrl (ours)")
-    if peer_r:
-        ax.plot(range(1, len(peer_r) + 1), peer_r, "s--", label="mbrl-lib 0.2.0")
+    for (label, r), style in zip(rows.items(), ("o-", "^-", "s--", "d:")):
+        ax.plot(range(1, len(r) + 1), r, style, label=label)
     ax.axhline(180, color="gray", lw=0.8, ls=":")
     ax.set_xlabel("trial (200 steps)")
     ax.set_ylabel("return")
