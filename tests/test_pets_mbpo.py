@@ -194,3 +194,17 @@ def test_mbpo_learns_inverted_pendulum():
 
 class _Solved(Exception):
     pass
+
+
+def test_main_job_is_the_tested_pets_run():
+    # `make train` (README: the default main job) runs the configuration the learning test above checks
+    import re
+
+    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    job = re.search(r"^MAIN_JOB :=(.*)$", text, re.M).group(1).split()
+    args = dict(a.split("=", 1) for a in job)
+    assert args.pop("env") == "gym/InvertedPendulum-v5" and args.pop("algo") == "pets" and args.pop("model") == "ensemble"
+    assert args.pop("threads") == "1" and int(args.pop("steps")) >= 1200  # the 1000-step episode ends at step ~1150
+    loop_only = {"eval_every", "eval_episodes", "checkpoint_every", "save_buffer"}
+    want = {k: v for k, v in PETS_IP.items() if k not in loop_only}
+    assert {k: str(v).lower() for k, v in want.items()} == {k: v.lower() for k, v in args.items()}
