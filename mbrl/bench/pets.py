@@ -356,6 +356,6 @@ def _plot(rows: dict[str, list[float]], path) -> None:
     ax.set_xlabel("trial (200 steps)")
     ax.set_ylabel("return")
     ax.set_title("PETS on continuous cart-pole")
-    ax.legend()
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
