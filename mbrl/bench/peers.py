@@ -51,14 +51,36 @@ def peer_python(name: str) -> Path:
 
 
 def run_peer(name: str, script: str, *args: str, timeout: float | None = None) -> dict:
-    """Run `script` (python source) with the peer's interpreter; it must print one JSON line last."""
+    """Run `script` (python source) with the peer's interpreter; it must print one JSON line last.
+    Its stderr is passed through line by line (progress of long peer runs), its stdout is parsed."""
+    import threading
+
     py = peer_python(name)
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
-    out = subprocess.run([str(py), "-c", script, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd="/tmp")
-    if out.returncode != 0:
-        raise RuntimeError(f"peer {name} failed (exit {out.returncode}):\n{out.stderr[-4000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    proc = subprocess.Popen([str(py), "-c", script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd="/tmp")
+    stdout: list[str] = []
+    reader = threading.Thread(target=lambda: stdout.append(proc.stdout.read()), daemon=True)
+    reader.start()
+    timed_out: list[bool] = []
+    timer = threading.Timer(timeout, lambda: (timed_out.append(True), proc.kill())) if timeout else None
+    if timer:
+        timer.start()
+    tail: list[str] = []
+    try:
+        for line in proc.stderr:
+            sys.stderr.write(f"[{name}] {line}")
+            sys.stderr.flush()
+            tail = (tail + [line])[-100:]
+        proc.wait()
+        reader.join()
+    finally:
+        if timer:
+            timer.cancel()
+    if proc.returncode != 0:
+        why = f"timed out after {timeout:.0f} s" if timed_out else f"exit {proc.returncode}"
+        raise RuntimeError(f"peer {name} failed ({why}):\n{''.join(tail)[-4000:]}")
+    return json.loads("".join(stdout).strip().splitlines()[-1])
 
 
 def machine() -> str:
