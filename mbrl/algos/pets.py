@@ -45,8 +45,11 @@ def buffer_transitions(buffer) -> Batch:
 
 
 # config keys of the model fit, shared by the algos that refit an ensemble on their buffer (PETS, MBPO)
-VALUE_KEYS = ("hidden", "layers", "lam", "lr", "updates", "batch_size", "refresh")
 MODEL_FIT_KEYS = ("model_epochs", "model_patience", "model_batch_size", "model_max_updates", "model_min_updates", "holdout_ratio")
+
+
+# `algo.value_options` keys (mbrl.learners.value.TerminalValue arguments)
+VALUE_KEYS = ("hidden", "layers", "lam", "lr", "updates", "batch_size", "refresh")
 
 
 def model_fit_kwargs(model_epochs: int, model_patience: int, model_batch_size: int, model_max_updates: Optional[int],
@@ -105,7 +108,7 @@ class PETS(Algorithm):
             bad = sorted(set(opts) - set(VALUE_KEYS))
             if bad:
                 raise PETSConfigError(f"unknown algo.value_options {bad}; valid: {', '.join(VALUE_KEYS)}")
-            self.value = TerminalValue(int(np.prod(self.env.single_observation_space.shape)), gamma=self.discount, seed=int(loop.seed), **opts).to(self.device)
+            self.value = TerminalValue(self.model.obs_dim, gamma=self.discount, seed=int(loop.seed), **opts).to(self.device)
         self.fitted = False
         self.fits = 0
         self._steps_since_fit = 0

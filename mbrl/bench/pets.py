@@ -162,6 +162,7 @@ def check_port(seed: int = 3) -> int:
 
 OURS, OURS_VALUE, PEER = "mbrl (ours)", "mbrl (ours, + terminal value)", "mbrl-lib 0.2.0"
 VALUE_DISCOUNT = 0.99
+TRUE_FNS_NOTE = "mbrl-lib uses the true reward and termination functions (its example's setting); ours learns both."
 
 
 def build_ours(seed: int, planning_dtype: str = "bfloat16", run_dir=None, terminal_value: bool = False, **overrides):
@@ -273,7 +274,7 @@ def run(args) -> int:
             print("mbrl-lib returns", rows[PEER], flush=True)
     body = _report(args, threads, n_checked, ours_bf16, ours_fp32, peer["ms_per_action"], rows)
     flags = ("speed_only", "returns_only")
-    cmd = "python -m mbrl.bench pets " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in (*flags, "out", "combine") and v is not None)
+    cmd = "python -m mbrl.bench pets " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in (*flags, "out") and v is not None)
     cmd += "".join(f" --{f.replace('_', '-')}" for f in flags if getattr(args, f))
     p = write_result(args.out, "PETS: mbrl vs mbrl-lib 0.2.0 (cart-pole, CPU)", cmd, body)
     (p.with_suffix(".json")).write_text(json.dumps({"ours_bf16_ms": ours_bf16, "ours_fp32_ms": ours_fp32, "mbrllib_ms": peer["ms_per_action"], "returns": rows}, indent=1))
@@ -305,10 +306,8 @@ def combine(args) -> int:
         sources.append(f"`{path.name}`: " + "; ".join(h[2:] for h in head))
     if args.out == "bench_pets.md":
         args.out = "bench_pets_returns.md"
-    args.timed = 0
-    rep = _report(args, 1, 0, [], [], [], rows)
-    body = "\n".join([f"Configuration: {json.dumps(CFG)}.", "mbrl-lib uses the true reward and termination functions (its example's setting); ours learns both.",
-                      "", "Combined from separate runs (one core each, in parallel):", ""] + [f"- {x}" for x in sources] + ["", rep[rep.index("## Return"):]])
+    body = "\n".join([f"Configuration: {json.dumps(CFG)}.", TRUE_FNS_NOTE, "", "Combined from separate runs (one core each, in parallel):", ""]
+                     + [f"- {x}" for x in sources] + _returns_table(rows))
     p = write_result(args.out, "PETS: mbrl vs mbrl-lib 0.2.0 (cart-pole, CPU): return per trial", "python -m mbrl.bench pets --combine " + " ".join(args.combine), body)
     _plot(rows, p.with_suffix(".png"))
     print(p.read_text())
@@ -320,7 +319,7 @@ def _report(args, threads, n_checked, ob, of, pm, rows: dict[str, list[float]]) 
     lines = [
         f"Configuration: {json.dumps(CFG)}; torch threads {threads}; seed {args.seed}.",
         f"Our cart-pole port was checked equal to mbrl-lib's `cartpole_continuous` on {n_checked} random-action steps (reset, obs, reward, termination).",
-        "mbrl-lib uses the true reward and termination functions (its example's setting); ours learns both.",
+        TRUE_FNS_NOTE,
     ]
     if pm:
         lines += [
@@ -334,13 +333,18 @@ def _report(args, threads, n_checked, ob, of, pm, rows: dict[str, list[float]]) 
             f"| mbrl (ours, bf16 matmuls, default) | {med(ob):.0f} | {med(ob) / med(pm):.2f} |",
         ]
     if rows:
-        n = max(len(r) for r in rows.values())
-        lines += ["", "## Return per trial (200 steps; trial 0 is random, not listed)", "", "| trial | " + " | ".join(str(i + 1) for i in range(n)) + " |",
-                  "|---|" + "---:|" * n]
-        lines += [f"| {label} | " + " | ".join(f"{x:.0f}" for x in r) + " |" for label, r in rows.items()]
-        if OURS_VALUE in rows:
-            lines.append(f"\n`{OURS_VALUE}`: the same PETS plus `terminal_value=True, discount={VALUE_DISCOUNT}` (a value net fitted by TD(λ) on the real data, added at the horizon).")
+        lines += _returns_table(rows)
     return "\n".join(lines)
+
+
+def _returns_table(rows: dict[str, list[float]]) -> list[str]:
+    n = max(len(r) for r in rows.values())
+    lines = ["", "## Return per trial (200 steps; trial 0 is random, not listed)", "", "| trial | " + " | ".join(str(i + 1) for i in range(n)) + " |",
+             "|---|" + "---:|" * n]
+    lines += [f"| {label} | " + " | ".join(f"{x:.0f}" for x in r) + " |" for label, r in rows.items()]
+    if OURS_VALUE in rows:
+        lines.append(f"\n`{OURS_VALUE}`: the same PETS plus `terminal_value=True, discount={VALUE_DISCOUNT}` (a value net fitted by TD(λ) on the real data, added at the horizon).")
+    return lines
 
 
 def _plot(rows: dict[str, list[float]], path) -> None:

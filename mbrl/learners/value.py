@@ -77,13 +77,13 @@ class TerminalValue(nn.Module):
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
         self.generator = torch.Generator().manual_seed(0 if seed is None else seed)
 
-    def _scaled(self, net: nn.Module, obs: torch.Tensor) -> torch.Tensor:
-        x = (obs.float() - self.mean) / self.std
-        return net(x).squeeze(-1)
+    def _scaled(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(obs)·(1-γ): what the net predicts."""
+        return self.net((obs.float() - self.mean) / self.std).squeeze(-1)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """V(obs [..., D]) -> [...] in return units."""
-        return self._scaled(self.net, obs) / (1.0 - self.gamma)
+        return self._scaled(obs) / (1.0 - self.gamma)
 
     def fit(self, data: Batch) -> dict[str, float]:
         """`updates` Adam steps on TD(λ) targets of `data` (transitions in stream order)."""
@@ -98,14 +98,13 @@ class TerminalValue(nn.Module):
         term = data.terminated.float().reshape(n).cpu().numpy()
         scale = 1.0 - self.gamma
         losses = []
-        target = None
         for u in range(self.updates):
             if u % self.refresh == 0:
                 with torch.no_grad():  # targets fixed for the next `refresh` updates
-                    v_next = self._scaled(self.net, nxt).cpu().numpy() / scale
+                    v_next = self._scaled(nxt).cpu().numpy() / scale
                 target = torch.as_tensor(lambda_targets(reward, term, succ, v_next, self.gamma, self.lam) * scale, dtype=torch.float32)
             idx = torch.randint(n, (min(self.batch_size, n),), generator=self.generator)
-            loss = torch.nn.functional.mse_loss(self._scaled(self.net, obs[idx]), target[idx])
+            loss = torch.nn.functional.mse_loss(self._scaled(obs[idx]), target[idx])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

@@ -84,6 +84,11 @@ class Normalizer(nn.Module):
         return x * self.std + self.mean
 
 
+def _layer_params(lin: EnsembleLinear, members: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of an EnsembleLinear for `members` (None: all)."""
+    return (lin.weight, lin.bias) if members is None else (lin.weight[members], lin.bias[members])
+
+
 def soft_clamp_logvar(logvar: torch.Tensor, min_logvar: torch.Tensor, max_logvar: torch.Tensor) -> torch.Tensor:
     logvar = max_logvar - F.softplus(max_logvar - logvar)
     return min_logvar + F.softplus(logvar - min_logvar)
@@ -161,7 +166,7 @@ class EnsembleModel(WorldModel):
             h = x
             n = len(self.linears)
             for i, lin in enumerate(self.linears):
-                w, b = (lin.weight, lin.bias) if members is None else (lin.weight[members], lin.bias[members])
+                w, b = _layer_params(lin, members)
                 if h.dtype != w.dtype:
                     w, b = w.to(h.dtype), b.to(h.dtype)
                 h = torch.baddbmm(b, h, w)
@@ -183,7 +188,7 @@ class EnsembleModel(WorldModel):
         if self._folded_key != version:
             ws = []
             for lin in self.linears:
-                w, b = (lin.weight, lin.bias) if members is None else (lin.weight[members], lin.bias[members])
+                w, b = _layer_params(lin, members)
                 ws.append(torch.cat([w, b], 1).to(x.dtype).contiguous())
             self._folded_key, self._folded = version, ws
         k, n, d_in = x.shape
@@ -201,15 +206,11 @@ class EnsembleModel(WorldModel):
             self._act_buffers[bkey] = bufs
         h = bufs[0][0]
         h[..., :d_in] = x
-        last = len(self._folded) - 1
-        for i, w in enumerate(self._folded):
-            if i == last:
-                return torch.bmm(h, w)  # a fresh tensor: callers keep views of the output
-            nxt, pre = bufs[i + 1]
+        for w, (nxt, pre) in zip(self._folded[:-1], bufs[1:]):
             torch.bmm(h, w, out=pre)
             torch.ops.aten.silu.out(pre, out=nxt[..., :-1])
             h = nxt
-        raise AssertionError("unreachable")
+        return torch.bmm(h, self._folded[-1])  # a fresh tensor: callers keep views of the output
 
     def term_logit(self, next_obs: torch.Tensor) -> torch.Tensor:
         """Termination logit of reaching `next_obs` [..., D] -> [...]."""
