@@ -54,8 +54,9 @@ def _keys_of(cfg: Any, prefix: str = "") -> set[str]:
     return out
 
 
-def validate_overrides(argv: list[str]) -> None:
-    """Check names and keys before hydra starts, so mistakes get one line (ConfigError)."""
+def validate_overrides(argv: list[str]) -> list[str]:
+    """Check names and keys before hydra starts, so mistakes get one line (ConfigError). Returns the
+    group choices to add for hydra: `algo=dreamer` when `model=rssm algo.x=...` leaves the algo implied."""
     from omegaconf import OmegaConf
 
     base = OmegaConf.load(CONFIG_DIR / "config.yaml")
@@ -75,6 +76,20 @@ def validate_overrides(argv: list[str]) -> None:
                 if name not in ("null", "none") and name not in group_options(key):
                     raise ConfigError(f"unknown {key} {name!r}; valid: {', '.join(group_options(key))}")
             chosen[key] = [n for n in names if n not in ("null", "none")]
+    # the algo a model implies (model=rssm -> dreamer) and the model an algo implies, as compose() fills
+    # them in; a `group.key=` override of an implied group names the group for hydra (returned)
+    implied: dict[str, list[str]] = {}
+    if not chosen.get("algo"):
+        names = [_load_yaml("model", m).get("default_algo") for m in chosen.get("model", [])]
+        implied["algo"] = sorted({a for a in names if a}) if chosen.get("model") else [str(base.default_algo)]
+    algos = chosen.get("algo") or implied["algo"]
+    if not chosen.get("model"):
+        implied["model"] = sorted({m for m in (_load_yaml("algo", a).get("default_model") for a in algos) if m})
+    extra = []
+    for head, names in implied.items():
+        if any(k.startswith(head + ".") for k, _ in pairs) and len(names) == 1:
+            chosen[head] = names
+            extra.append(f"{head}={names[0]}")
     for key, value in pairs:
         head = key.split(".", 1)[0]
         if key == "env" and _is_simple_list(value):
@@ -83,7 +98,7 @@ def validate_overrides(argv: list[str]) -> None:
         if head in ("model", "algo") and "." in key:
             names = chosen.get(head, [])
             if not names:
-                raise ConfigError(f"{key!r} sets a {head} key, but no {head} is named; add {head}=<name> (valid: {', '.join(group_options(head))})")
+                raise ConfigError(f"{key!r} sets a {head} key, but no {head} is named or implied; add {head}=<name> (valid: {', '.join(group_options(head))})")
             for name in names:
                 valid = _keys_of(_load_yaml(head, name))
                 sub = key.split(".", 1)[1]
@@ -94,6 +109,7 @@ def validate_overrides(argv: list[str]) -> None:
             raise ConfigError(f"unknown key {key!r}; valid: {', '.join(sorted(top | set(GROUPS)))} (prefix with + to add a new key)")
         elif head in top and "." in key and head != "env_kwargs":
             raise ConfigError(f"{head!r} is not a group of keys; use {head}=<value>")
+    return extra
 
 
 def check_env_name(name: str) -> None:
@@ -233,7 +249,7 @@ def _hydra_entry() -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        validate_overrides(argv)
+        argv = [*argv, *validate_overrides(argv)]
     except ValueError as e:
         if DEBUG:
             raise

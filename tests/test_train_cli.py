@@ -63,7 +63,8 @@ def test_multirun_seeds_default_run_dirs(tmp_path):
         (["algo=noalgo"], "unknown algo 'noalgo'; valid: "),
         (["stepz=10"], "unknown key 'stepz'; valid: "),
         (["algo=sac", "algo.batchsize=3"], "unknown key 'algo.batchsize' for algo=sac; valid: "),
-        (["algo.batch_size=3"], "no algo is named"),
+        (["model=rssm", "algo.batchsize=3"], "unknown key 'algo.batchsize' for algo=dreamer; valid: "),
+        (["model.size=XS"], "no model is named or implied"),
     ],
 )
 def test_bad_input_one_line_error(args, expected, tmp_path):
@@ -73,6 +74,17 @@ def test_bad_input_one_line_error(args, expected, tmp_path):
     assert "Traceback" not in err
     assert len(err.splitlines()) == 1, err
     assert err.startswith("error: ") and expected in err, err
+
+
+def test_implied_algo_takes_its_keys():
+    """`model=rssm algo.x=...` sets keys of the algo the model implies (dreamer), `algo.x=...` alone
+    those of the default algo; the implied choice is handed to hydra."""
+    from mbrl.train import validate_overrides
+
+    assert validate_overrides(["env=dmc/cartpole-swingup", "model=rssm", "algo.precision=bf16"]) == ["algo=dreamer"]
+    assert validate_overrides(["algo.batch_size=3"]) == ["algo=sac"]
+    assert validate_overrides(["model=rssm"]) == []  # nothing to add: compose() fills the algo in
+    assert validate_overrides(["algo=pets", "model.hidden=64"]) == ["model=ensemble"]
 
 
 def test_resume_continues_counters_and_buffer(tmp_path):
