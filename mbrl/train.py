@@ -219,6 +219,8 @@ def run(cfg: Any) -> dict:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     OmegaConf.save(cfg, run_dir / "config.yaml")
+    if not resume:  # the command that made the run, for reports (config.yaml holds the full config)
+        (run_dir / "command.txt").write_text(" ".join(["python -m mbrl.train", *overrides]) + "\n")
     algo = build(cfg, run_dir)
     print(f"run dir: {run_dir}", file=sys.stderr)
     if resume:

@@ -34,6 +34,7 @@ def smoke_runs(tmp_path_factory):
 def test_smoke_run_writes_run_dir(smoke_runs):
     run, r = smoke_runs[0]
     assert (run / "config.yaml").is_file()
+    assert (run / "command.txt").read_text().split() == ["python", "-m", "mbrl.train", *FAST, "seed=0", f"run_dir={run}"]
     assert (run / "checkpoints" / "latest.pt").is_file()
     assert list((run / "tb").glob("events.out.tfevents.*")), "no tensorboard events"
     rows = _read_metrics(run)

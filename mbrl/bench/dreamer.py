@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from mbrl.bench.peers import run_peer, write_result
+from mbrl.bench.peers import ROOT, run_peer, write_result
 
 PEER_SCRIPT = r"""
 import json, sys, time, warnings
@@ -138,11 +138,14 @@ def _imagination(wm, ac, n: int, H: int, precision: str, reps: int = 3) -> float
 
 
 def report_run(run_dir: str) -> int:
-    """Learning curve and wall-clock of a Dreamer training run -> results/dreamer_<env>.md."""
+    """Learning curve and wall-clock of a Dreamer training run -> results/dreamer_<env>.md (+ .png)."""
     import csv
     from pathlib import Path
 
     from omegaconf import OmegaConf
+
+    import envs
+    from mbrl.plot import plot
 
     d = Path(run_dir)
     cfg = OmegaConf.load(d / "config.yaml")
@@ -153,17 +156,26 @@ def report_run(run_dir: str) -> int:
     last_step = max(int(r["step"]) for r in rows)
     wall = max(float(r["wall_time"]) for r in rows)
     env = str(cfg.env)
-    lines = [f"- env: `{env}`, model size {cfg.model.size}, train_ratio {cfg.algo.train_ratio}, batch {cfg.algo.batch_size} x {cfg.algo.batch_length}, "
-             f"precision {cfg.algo.get('precision', 'fp32')}, torch threads {cfg.get('threads')}",
-             f"- reached {last_step} env steps (agent steps) of {cfg.steps if cfg.get('steps') else cfg.algo.steps}; "
-             f"gradient updates: {int(upd[-1][1]) if upd else 'n/a'}; wall-clock at the last log row: {wall} (metrics.csv `wall_time`)",
-             "", "| env steps | eval return (mean of eval episodes) |", "|---|---|"]
-    lines += [f"| {s} | {v:.1f} |" for s, v in evals]
-    lines += ["", "| env steps | train episode return |", "|---|---|"]
+    repeat = int((cfg.get("env_kwargs") or {}).get("action_repeat") or envs.suite_defaults(env.split("/", 1)[0]).get("action_repeat", 1))
+    m, a = cfg.model, cfg.algo
+    ac = a.actor_critic
+    command = (d / "command.txt").read_text().strip() if (d / "command.txt").is_file() else f"python -m mbrl.train env={env} model=rssm"
+    lines = [f"- env: `{env}`, action repeat {repeat} (env steps = agent steps x {repeat})",
+             f"- model: size preset {m.size} with deter {m.deter}, hidden {m.hidden}, {m.stoch} x {m.classes} latents, {m.blocks} GRU blocks",
+             f"- algo: train_ratio {a.train_ratio}, batch {a.batch_size} x {a.batch_length}, horizon {ac.horizon}, precision {a.get('precision', 'fp32')}, "
+             f"lr world model {a.wm_opt.lr}, actor {ac.actor_opt.lr}, critic {ac.critic_opt.lr}, actor gradient {ac.actor_grad}, torch threads {cfg.get('threads')}",
+             f"- reached {last_step} agent steps = {last_step * repeat} env steps of {(cfg.steps if cfg.get('steps') else a.steps) * repeat}; "
+             f"gradient updates: {int(upd[-1][1]) if upd else 'n/a'}; wall-clock {wall / 60:.1f} min (metrics.csv `wall_time` of the last row)",
+             "", "| agent steps | env steps | eval return (mean of eval episodes) | wall-clock (min) |", "|---|---|---|---|"]
+    wall_at = {int(r["step"]): float(r["wall_time"]) for r in rows if r["key"] == "eval/return"}
+    lines += [f"| {s} | {s * repeat} | {v:.1f} | {wall_at[s] / 60:.1f} |" for s, v in evals]
+    lines += ["", "| agent steps | train episode return |", "|---|---|"]
     lines += [f"| {s} | {v:.1f} |" for s, v in train]
-    name = "dreamer_" + env.replace("/", "_").replace("-", "_") + ".md"
-    p = write_result(name, f"Dreamer learning run on {env}", f"python -m mbrl.train env={env} model=rssm model.size={cfg.model.size} threads={cfg.get('threads')} "
-                     f"(report: python -m mbrl.bench dreamer --report-run {run_dir})", "\n".join(lines))
+    name = "dreamer_" + env.replace("/", "_").replace("-", "_")
+    if evals:
+        png = plot([d], ROOT / "results" / f"{name}.png", key="eval/return", labels=[f"Dreamer ({env})"], title=f"Dreamer on {env} (agent steps x {repeat} = env steps)")
+        lines += ["", f"Curve: [{png.name}]({png.name})"]
+    p = write_result(f"{name}.md", f"Dreamer learning run on {env}", f"{command} (report: python -m mbrl.bench dreamer --report-run {run_dir})", "\n".join(lines))
     print(f"wrote {p}")
     return 0
 

@@ -28,7 +28,9 @@ import torch
 
 from mbrl.bench.peers import ROOT, machine, run_peer, write_result
 
-CFG = dict(ensemble_size=5, hidden=200, layers=3, population=500, iterations=5, elite_ratio=0.1, alpha=0.1, horizon=15, particles=20, trial_length=200)
+# mbrl-lib's PETS cart-pole example: the model, CEM, and its trainer call `train(num_epochs=50, patience=50)`
+CFG = dict(ensemble_size=5, hidden=200, layers=3, population=500, iterations=5, elite_ratio=0.1, alpha=0.1, horizon=15, particles=20,
+           trial_length=200, model_epochs=50, model_patience=50)
 
 
 class CartPoleContinuous(gym.Env):
@@ -180,7 +182,7 @@ def build_ours(seed: int, planning_dtype: str = "bfloat16", run_dir=None, termin
                       checkpoint_every=0, save_buffer=False, seed=seed, progress=False, tensorboard=False)
     algo = PETS(env, eval_env, buffer, model, loop, planner="cem",
                 planner_options=dict(population=c["population"], iterations=c["iterations"], elite_ratio=c["elite_ratio"], alpha=c["alpha"], return_mean_elites=True),
-                horizon=c["horizon"], particles=c["particles"], fit_on_episode_end=True, fit_every=10**9, model_epochs=50, model_patience=5,
+                horizon=c["horizon"], particles=c["particles"], fit_on_episode_end=True, fit_every=10**9, model_epochs=c["model_epochs"], model_patience=c["model_patience"],
                 model_batch_size=32, holdout_ratio=0.05, run_dir=run_dir,
                 terminal_value=terminal_value, discount=VALUE_DISCOUNT if terminal_value else 1.0)
     return algo
