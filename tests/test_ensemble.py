@@ -203,3 +203,33 @@ def test_folded_planning_forward_matches_and_follows_updates(dtype):
     ref2, fold2, _ = both()
     assert not torch.allclose(ref2[0], ref[0])
     assert torch.allclose(ref2[0], fold2[0], atol=tol, rtol=tol)
+
+
+def test_constant_target_is_exact_and_does_not_starve_the_dynamics():
+    """A reward of 1 on every step (cart-pole, InvertedPendulum): the model predicts exactly 1, with no
+    sampling noise, and fits the dynamics as well as without it. Fitted as a Gaussian, the constant
+    dim's log-variance sank to its bound and its error swamped the shared layers' gradients: before
+    this handling, the same fit gave a dynamics RMSE of 0.29 (3 seeds) and rewards 0.31..1.76."""
+    d = make_data(400, noise=0.01)
+    d = Batch(obs=d.obs, action=d.action, next_obs=d.next_obs, reward=torch.ones(400), terminated=torch.zeros(400))
+    test = make_data(500, seed=5, noise=0.0)
+    for seed in (0, 1):
+        m = EnsembleModel(1, 1, ensemble_size=5, num_elites=5, hidden=64, layers=3, seed=seed)
+        torch.manual_seed(seed)
+        m.fit(d, epochs=20, batch_size=32, patience=1000)
+        assert m.target_norm.const.tolist() == [False, True]  # [Δobs, reward]
+        with torch.no_grad():
+            nxt = m.step(m.start_states(test.obs), test.action)  # sampled (TS∞), not the mean
+        assert torch.equal(nxt.reward, torch.ones(500))
+        rmse = float(((nxt.obs - f_next(test.obs, test.action)) ** 2).mean().sqrt())
+        assert rmse < 0.15, rmse  # measured 0.085 / 0.12 (seeds 0 / 1); 0.29 before
+        # once the reward varies in the data, it is learned again
+        d2 = Batch(obs=d.obs, action=d.action, next_obs=d.next_obs, reward=f_reward(d.obs, d.action), terminated=d.terminated)
+        m.fit(d2, epochs=1, batch_size=32)
+        assert not bool(m.target_norm.const.any())
+    # a checkpoint written before `const` existed still loads
+    sd = m.state_dict()
+    for k in [k for k in sd if k.endswith("norm.const")]:
+        del sd[k]
+    m.load_state_dict(sd)
+    assert not bool(m.target_norm.const.any())

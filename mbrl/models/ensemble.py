@@ -62,20 +62,27 @@ class EnsembleState(State):
 
 
 class Normalizer(nn.Module):
-    """Per-feature mean / std, set from data (kept in the state_dict)."""
+    """Per-feature mean / std, set from data (kept in the state_dict). `const` marks the features
+    that did not vary in that data (std < eps; their std is kept at 1)."""
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
         self.eps = eps
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
+        self.register_buffer("const", torch.zeros(dim, dtype=torch.bool))
 
     @torch.no_grad()
     def set(self, x: torch.Tensor) -> None:
         x = x.reshape(-1, x.shape[-1]).float()
         self.mean.copy_(x.mean(0))
         std = x.std(0, unbiased=False) if x.shape[0] > 1 else torch.ones_like(self.std)
-        self.std.copy_(torch.where(std < 1e-6, torch.ones_like(std), std))
+        self.const.copy_(std < self.eps if x.shape[0] > 1 else torch.zeros_like(self.const))
+        self.std.copy_(torch.where(std < self.eps, torch.ones_like(std), std))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # checkpoints from before `const`
+        state_dict.setdefault(prefix + "const", torch.zeros_like(self.const))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return (x - self.mean) / self.std
@@ -87,6 +94,9 @@ class Normalizer(nn.Module):
 def _layer_params(lin: EnsembleLinear, members: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight, bias) of an EnsembleLinear for `members` (None: all)."""
     return (lin.weight, lin.bias) if members is None else (lin.weight[members], lin.bias[members])
+
+
+CONST_LOGVAR = -40.0  # log-variance reported for constant targets (std 2e-9: no sampling noise)
 
 
 def soft_clamp_logvar(logvar: torch.Tensor, min_logvar: torch.Tensor, max_logvar: torch.Tensor) -> torch.Tensor:
@@ -176,6 +186,14 @@ class EnsembleModel(WorldModel):
         t = self.target_dim
         mean, logvar = h[..., :t], h[..., t : 2 * t]
         logvar = soft_clamp_logvar(logvar, self.min_logvar, self.max_logvar)
+        const = self.target_norm.const
+        if bool(const.any()):
+            # a target that never varied in the training data (e.g. a reward of 1 on every step) is its
+            # data mean, without noise, and takes no part in the loss: fitted as a Gaussian, it would
+            # drive its log-variance to the lower bound and its ~e^10-weighted error would swamp the
+            # shared layers' gradients (Adam scales by them), starving the dynamics targets
+            mean = mean.masked_fill(const, 0.0)
+            logvar = logvar.masked_fill(const, CONST_LOGVAR)
         return mean, logvar
 
     def _forward_folded(self, x: torch.Tensor, members: Optional[torch.Tensor]) -> torch.Tensor:
@@ -233,7 +251,9 @@ class EnsembleModel(WorldModel):
             xn = xn.unsqueeze(0).expand(self.ensemble_size, *xn.shape)
             yn = yn.unsqueeze(0).expand(self.ensemble_size, *yn.shape)
         mean, logvar = self._forward(xn)
-        nll = ((mean - yn) ** 2 * torch.exp(-logvar) + logvar).mean(-1)  # [E, N]
+        keep = (~self.target_norm.const).float()  # constant targets take no part (see _forward)
+        dims = keep.sum().clamp(min=1.0)
+        nll = (((mean - yn) ** 2 * torch.exp(-logvar) + logvar) * keep).sum(-1) / dims  # [E, N]
         if self.learn_termination:
             next_obs = x[..., : self.obs_dim] + y[..., : self.obs_dim]
             bce = F.binary_cross_entropy_with_logits(self.term_logit(next_obs), term.float(), reduction="none").expand_as(nll)
@@ -249,7 +269,7 @@ class EnsembleModel(WorldModel):
         if self.weight_decay:
             loss = loss + self.weight_decay * sum((lin.weight**2).sum() for lin in self.linears) / 2
         with torch.no_grad():
-            mse = ((mean - yn) ** 2).mean(-1)
+            mse = ((mean - yn) ** 2 * keep).sum(-1) / dims
             mse = (mse * m).sum(-1) / denom if mask is not None else mse.mean(-1)
         return loss, {"model/nll": float(nll_m.detach().mean()), "model/term_bce": float(bce_m.detach().mean()), "model/mse": float(mse.mean())}
 
