@@ -78,6 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-write", action="store_true", help="do not write results/bench_dreamer.md")
     p.add_argument("--report-run", default=None, metavar="RUN_DIR",
                    help="instead of timing: write results/dreamer_<env>.md from a training run's metrics.csv (learning curve, wall-clock)")
+    p.add_argument("--report-name", default=None, metavar="NAME", help="with --report-run: results/NAME.md and .png instead of dreamer_<env>")
 
 
 def _ours(size: str, B: int, L: int, H: int, A: int, steps: int, warmup: int, precision: str) -> dict:
@@ -137,7 +138,7 @@ def _imagination(wm, ac, n: int, H: int, precision: str, reps: int = 3) -> float
     return n * H / best
 
 
-def report_run(run_dir: str) -> int:
+def report_run(run_dir: str, name: str | None = None) -> int:
     """Learning curve and wall-clock of a Dreamer training run -> results/dreamer_<env>.md (+ .png)."""
     import csv
     from pathlib import Path
@@ -171,11 +172,11 @@ def report_run(run_dir: str) -> int:
     lines += [f"| {s} | {s * repeat} | {v:.1f} | {wall_at[s] / 60:.1f} |" for s, v in evals]
     lines += ["", "| agent steps | train episode return |", "|---|---|"]
     lines += [f"| {s} | {v:.1f} |" for s, v in train]
-    name = "dreamer_" + env.replace("/", "_").replace("-", "_")
+    given, name = name, name or "dreamer_" + env.replace("/", "_").replace("-", "_")
     if evals:
         png = plot([d], ROOT / "results" / f"{name}.png", key="eval/return", labels=[f"Dreamer ({env})"], title=f"Dreamer on {env} (agent steps x {repeat} = env steps)")
         lines += ["", f"Curve: [{png.name}]({png.name})"]
-    p = write_result(f"{name}.md", f"Dreamer learning run on {env}", f"{command} (report: python -m mbrl.bench dreamer --report-run {run_dir})", "\n".join(lines))
+    p = write_result(f"{name}.md", f"Dreamer learning run on {env}", f"{command} (report: python -m mbrl.bench dreamer --report-run {run_dir}{f' --report-name {given}' if given else ''})", "\n".join(lines))
     print(f"wrote {p}")
     return 0
 
@@ -184,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     if args.report_run:
-        return report_run(args.report_run)
+        return report_run(args.report_run, args.report_name)
 
     torch.set_num_threads(args.threads)
     B, L, H, A = 16, 64, 15, 6
