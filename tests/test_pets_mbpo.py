@@ -37,10 +37,11 @@ def test_pets_learns_cartpole():
     from mbrl.bench.pets import ours_returns
 
     # Bit-reproducible since the ensemble's seed also fixes its initial weights: this run gives
-    # [121, 81, 63, 103, 45, 32] (seed 1: best 97) against ~20 for random actions.
+    # [105, 97, 122, 121, 83, 85] (seed 1: [125, 157, 151, 169, 128, 126]) against ~20 for random actions;
+    # before constant targets were handled (the reward is 1 on every step) it gave [121, 81, 63, 103, 45, 32].
     rets = ours_returns(0, 6, hidden=64, layers=2, population=100, particles=5, iterations=4)
     assert len(rets) == 6
-    assert max(rets) >= 100, rets
+    assert max(rets) >= 100 and np.mean(rets) >= 90, rets
 
 
 def test_pets_runs_from_config_on_inverted_pendulum():
