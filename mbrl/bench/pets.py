@@ -308,7 +308,7 @@ def combine(args) -> int:
         sources.append(f"`{path.name}`: " + "; ".join(h[2:] for h in head))
     if args.out == "bench_pets.md":
         args.out = "bench_pets_returns.md"
-    body = "\n".join([f"Configuration: {json.dumps(CFG)}.", TRUE_FNS_NOTE, "", "Combined from separate runs (one core each, in parallel):", ""]
+    body = "\n".join([f"Configuration: {json.dumps(CFG)}.", TRUE_FNS_NOTE, "", "Combined from separate runs (one core each; their dates below):", ""]
                      + [f"- {x}" for x in sources] + _returns_table(rows))
     p = write_result(args.out, "PETS: mbrl vs mbrl-lib 0.2.0 (cart-pole, CPU): return per trial", "python -m mbrl.bench pets --combine " + " ".join(args.combine), body)
     _plot(rows, p.with_suffix(".png"))
