@@ -79,9 +79,9 @@ def validate_overrides(argv: list[str]) -> list[str]:
     # the algo a model implies (model=rssm -> dreamer) and the model an algo implies, as compose() fills
     # them in; a `group.key=` override of an implied group names the group for hydra (returned)
     implied: dict[str, list[str]] = {}
-    if not chosen.get("algo"):
-        names = [_load_yaml("model", m).get("default_algo") for m in chosen.get("model", [])]
-        implied["algo"] = sorted({a for a in names if a}) if chosen.get("model") else [str(base.default_algo)]
+    if not chosen.get("algo"):  # compose(): the model's default_algo, else the config's default_algo
+        default = str(base.default_algo)
+        implied["algo"] = sorted({_load_yaml("model", m).get("default_algo") or default for m in chosen.get("model", [])} or {default})
     algos = chosen.get("algo") or implied["algo"]
     if not chosen.get("model"):
         implied["model"] = sorted({m for m in (_load_yaml("algo", a).get("default_model") for a in algos) if m})

@@ -151,7 +151,7 @@ def report_run(run_dir: str, name: str | None = None) -> int:
     d = Path(run_dir)
     cfg = OmegaConf.load(d / "config.yaml")
     rows = list(csv.DictReader(open(d / "metrics.csv")))
-    evals = [(int(r["step"]), float(r["value"])) for r in rows if r["key"] == "eval/return"]
+    evals = [(int(r["step"]), float(r["value"]), float(r["wall_time"])) for r in rows if r["key"] == "eval/return"]
     train = [(int(r["step"]), float(r["value"])) for r in rows if r["key"] == "train/return"]
     upd = [(int(r["step"]), float(r["value"])) for r in rows if r["key"] == "time/updates"]
     last_step = max(int(r["step"]) for r in rows)
@@ -168,8 +168,7 @@ def report_run(run_dir: str, name: str | None = None) -> int:
              f"- reached {last_step} agent steps = {last_step * repeat} env steps of {(cfg.steps if cfg.get('steps') else a.steps) * repeat}; "
              f"gradient updates: {int(upd[-1][1]) if upd else 'n/a'}; wall-clock {wall / 60:.1f} min (metrics.csv `wall_time` of the last row)",
              "", "| agent steps | env steps | eval return (mean of eval episodes) | wall-clock (min) |", "|---|---|---|---|"]
-    wall_at = {int(r["step"]): float(r["wall_time"]) for r in rows if r["key"] == "eval/return"}
-    lines += [f"| {s} | {s * repeat} | {v:.1f} | {wall_at[s] / 60:.1f} |" for s, v in evals]
+    lines += [f"| {s} | {s * repeat} | {v:.1f} | {w / 60:.1f} |" for s, v, w in evals]
     lines += ["", "| agent steps | train episode return |", "|---|---|"]
     lines += [f"| {s} | {v:.1f} |" for s, v in train]
     given, name = name, name or "dreamer_" + env.replace("/", "_").replace("-", "_")
