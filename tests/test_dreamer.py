@@ -85,3 +85,19 @@ def test_dreamer_learns_continuous_point(tmp_path):
     algo2 = build(cfg, tmp_path)
     algo2.load(tmp_path)
     assert algo2.env_steps == 2000 and algo2.updates == algo.updates
+
+
+def test_precision_auto_and_bad_value(monkeypatch):
+    """`precision: auto` (the default) is bf16 exactly where the device computes bf16 natively, fp32
+    elsewhere; explicit values are kept; an unknown one fails with the valid list."""
+    import mbrl.algos.dreamer as dr
+
+    cpu = torch.device("cpu")
+    assert dr.resolve_precision("fp32", cpu) == "fp32" and dr.resolve_precision("bf16", cpu) == "bf16"
+    monkeypatch.setattr(dr, "native_bf16", lambda device: True)
+    assert dr.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(dr, "native_bf16", lambda device: False)
+    assert dr.resolve_precision("auto", cpu) == "fp32"
+    with pytest.raises(dr.ConfigError, match=r"precision='fp16'; valid: auto, fp32, bf16"):
+        dr.resolve_precision("fp16", cpu)
+    assert OmegaConf.load(CONFIG_DIR / "algo" / "dreamer.yaml").precision == "auto"

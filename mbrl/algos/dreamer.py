@@ -12,6 +12,7 @@ updates per env step are `train_ratio / (batch_size * batch_length)`.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -28,15 +29,41 @@ class ConfigError(ValueError):
     pass
 
 
+def native_bf16(device: torch.device) -> bool:
+    """True where `device` computes bfloat16 matmuls natively: a CUDA GPU with bf16 support, or a CPU
+    with AVX512-BF16 or AMX-BF16 (Linux /proc/cpuinfo flags); elsewhere bf16 is emulated and slow."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` -> bf16 where the device computes it natively (the DreamerV3 reference computes in
+    bfloat16: `jax.compute_dtype: bfloat16`), else fp32; fp32 / bf16 are kept as given."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"dreamer: precision={precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 class Dreamer(Algorithm):
     name = "dreamer"
 
     def __init__(self, env, eval_env, buffer, world_model: WorldModel, actor_critic: ActorCritic, loop: LoopConfig,
-                 batch_size: int = 16, batch_length: int = 64, wm_opt: Optional[dict] = None, precision: str = "fp32",
+                 batch_size: int = 16, batch_length: int = 64, wm_opt: Optional[dict] = None, precision: str = "auto",
                  pretrain_updates: int = 1, run_dir=None):
         super().__init__(env, eval_env, buffer, loop, run_dir)
-        if precision not in ("fp32", "bf16"):
-            raise ConfigError(f"dreamer: precision={precision!r}; valid: fp32, bf16")
+        resolve_precision(precision, torch.device("cpu"))  # bad values fail before anything is built
         self.wm = world_model.to(self.device)
         self.ac = actor_critic.to(self.device)
         self.batch_size, self.batch_length = int(batch_size), int(batch_length)
@@ -44,7 +71,7 @@ class Dreamer(Algorithm):
         wo = dict(kind="adam", lr=1e-4, eps=1e-8, clip=1000.0)
         wo.update(wm_opt or {})
         self.wm_optim = Optim(self.wm.parameters(), **wo)
-        self.precision = precision
+        self.precision = resolve_precision(precision, self.device)
         self.pretrain_updates = int(pretrain_updates)
         self.action_dim = int(self.action_space.n) if self.discrete else int(self.action_space.shape[0])
 
@@ -143,4 +170,4 @@ def from_config(cfg: Any, run_dir: Optional[str] = None) -> Dreamer:
     # DreamerV3 train_ratio = replayed steps per env step -> gradient updates per env step
     loop.train_ratio = float(a.train_ratio) / (B * L)
     return Dreamer(env, eval_env, buffer, wm, ac, loop, batch_size=B, batch_length=L, wm_opt=to_dict(a.get("wm_opt")),
-                   precision=str(a.get("precision", "fp32")), pretrain_updates=int(a.get("pretrain_updates", 1)), run_dir=run_dir)
+                   precision=str(a.get("precision", "auto")), pretrain_updates=int(a.get("pretrain_updates", 1)), run_dir=run_dir)

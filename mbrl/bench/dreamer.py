@@ -63,8 +63,11 @@ for i in range(a["warmup"] + a["steps"]):
     train(fabric, wm, actor, critic, target_critic, wo, ao, co, d, None, cfg, True, (A,), moments)
     times.append(time.perf_counter() - t)
 times = times[a["warmup"]:]
+from torch.utils.flop_counter import FlopCounterMode
+with FlopCounterMode(display=False) as fc:  # one more (untimed) step, counted
+    train(fabric, wm, actor, critic, target_critic, wo, ao, co, batch(), None, cfg, True, (A,), moments)
 nparams = sum(p.numel() for p in wm.parameters()) + sum(p.numel() for p in actor.parameters()) + sum(p.numel() for p in critic.parameters())
-print(json.dumps({"step_s": float(np.median(times)), "min_s": float(min(times)), "params": nparams}))
+print(json.dumps({"step_s": float(np.median(times)), "min_s": float(min(times)), "params": nparams, "flops": fc.get_total_flops()}))
 """
 
 
@@ -107,18 +110,40 @@ def _ours(size: str, B: int, L: int, H: int, A: int, steps: int, warmup: int, pr
                      action=torch.rand(B, L, A, generator=g) * 2 - 1, reward=torch.randn(B, L, generator=g),
                      terminated=torch.zeros(B, L, dtype=torch.bool), is_first=first)
 
-    times = []
-    for i in range(warmup + steps):
-        b = batch()
-        t = time.perf_counter()
+    def step(b):
         with ctx():
             loss, _ = wm.loss(b)
         opt.step(loss)
         ac.imagine_and_update(wm, wm.last_states, 1.0 - b["terminated"].float(), autocast=ctx())
+
+    times = []
+    for i in range(warmup + steps):
+        b = batch()
+        t = time.perf_counter()
+        step(b)
         times.append(time.perf_counter() - t)
     times = times[warmup:]
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as fc:  # one more (untimed) step, counted
+        step(batch())
     nparams = sum(p.numel() for p in wm.parameters()) + sum(p.numel() for p in ac.actor.parameters()) + sum(p.numel() for p in ac.critic.parameters())
-    return {"step_s": float(np.median(times)), "min_s": float(min(times)), "params": nparams, "wm": wm, "ac": ac}
+    return {"step_s": float(np.median(times)), "min_s": float(min(times)), "params": nparams, "flops": fc.get_total_flops(), "wm": wm, "ac": ac}
+
+
+def peak_matmul(dtype, reps: int = 20) -> float:
+    """GFLOP/s of a [1024 x 1536] @ [1536 x 512] matmul (the shape of the model's dense layers) in this process."""
+    import torch
+
+    a, b = torch.randn(1024, 1536, dtype=dtype), torch.randn(1536, 512, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = min(best, (time.perf_counter() - t) / reps)
+    return 2 * 1024 * 1536 * 512 / best / 1e9
 
 
 def _imagination(wm, ac, n: int, H: int, precision: str, reps: int = 3) -> float:
@@ -136,6 +161,15 @@ def _imagination(wm, ac, n: int, H: int, precision: str, reps: int = 3) -> float
                 wm.imagine(start, lambda f: ac.act(f, explore=True), H)
             best = min(best, time.perf_counter() - t)
     return n * H / best
+
+
+def _precision_label(p: str) -> str:
+    """`auto` as this machine resolves it (reports are written where the run ran)."""
+    import torch
+
+    from mbrl.algos.dreamer import resolve_precision
+
+    return f"auto (= {resolve_precision(p, torch.device('cpu'))} on this machine)" if p == "auto" else p
 
 
 def report_run(run_dir: str, name: str | None = None) -> int:
@@ -163,7 +197,7 @@ def report_run(run_dir: str, name: str | None = None) -> int:
     command = (d / "command.txt").read_text().strip() if (d / "command.txt").is_file() else f"python -m mbrl.train env={env} model=rssm"
     lines = [f"- env: `{env}`, action repeat {repeat} (env steps = agent steps x {repeat})",
              f"- model: size preset {m.size} with deter {m.deter}, hidden {m.hidden}, {m.stoch} x {m.classes} latents, {m.blocks} GRU blocks",
-             f"- algo: train_ratio {a.train_ratio}, batch {a.batch_size} x {a.batch_length}, horizon {ac.horizon}, precision {a.get('precision', 'fp32')}, "
+             f"- algo: train_ratio {a.train_ratio}, batch {a.batch_size} x {a.batch_length}, horizon {ac.horizon}, precision {_precision_label(str(a.get('precision', 'fp32')))}, "
              f"lr world model {a.wm_opt.lr}, actor {ac.actor_opt.lr}, critic {ac.critic_opt.lr}, actor gradient {ac.actor_grad}, torch threads {cfg.get('threads')}",
              f"- reached {last_step} agent steps = {last_step * repeat} env steps of {(cfg.steps if cfg.get('steps') else a.steps) * repeat}; "
              f"gradient updates: {int(upd[-1][1]) if upd else 'n/a'}; wall-clock {wall / 60:.1f} min (metrics.csv `wall_time` of the last row)",
@@ -183,41 +217,67 @@ def report_run(run_dir: str, name: str | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from mbrl.algos.dreamer import resolve_precision
+
     if args.report_run:
         return report_run(args.report_run, args.report_name)
 
     torch.set_num_threads(args.threads)
     B, L, H, A = 16, 64, 15, 6
-    rows = []
     peer = {}
     results = {}
+    peak = {"fp32": peak_matmul(torch.float32), "bf16": peak_matmul(torch.bfloat16)}
+    print(f"matmul peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s", flush=True)
     for precision in ("fp32", "bf16"):
         r = _ours(args.size, B, L, H, A, args.steps, args.warmup, precision)
         r["imag"] = _imagination(r.pop("wm"), r.pop("ac"), args.imagine_batch, H, precision)
         results[precision] = r
-        print(f"ours {precision}: {r['step_s']:.2f} s/step, imagination {r['imag']:.0f} states/s", flush=True)
+        print(f"ours {precision}: {r['step_s']:.2f} s/step, {r['flops'] / 1e9:.0f} GFLOP/step, imagination {r['imag']:.0f} states/s", flush=True)
     if not args.no_peer:
         for precision, sp in (("fp32", "32-true"), ("bf16", "bf16-mixed")):
             try:
                 peer[precision] = run_peer("sheeprl", PEER_SCRIPT, json.dumps(dict(size=args.size, B=B, L=L, H=H, A=A, threads=args.threads,
                                                                                  steps=args.steps, warmup=args.warmup, precision=sp)), timeout=3600)
-                print(f"sheeprl {precision}: {peer[precision]['step_s']:.2f} s/step", flush=True)
+                print(f"sheeprl {precision}: {peer[precision]['step_s']:.2f} s/step, {peer[precision]['flops'] / 1e9:.0f} GFLOP/step", flush=True)
             except Exception as e:  # report, keep our numbers
                 print(f"sheeprl {precision} failed: {str(e).strip().splitlines()[-1]}", flush=True)
-    lines = ["| precision | ours s/step | sheeprl s/step | speed-up | ours params | sheeprl params | ours imagination states/s (batch %d) |" % args.imagine_batch,
-             "|---|---|---|---|---|---|---|"]
+
+    def eff(r, prec):  # achieved GFLOP/s and its share of the matmul peak
+        g = r["flops"] / 1e9 / r["step_s"]
+        return f"{g:.0f} ({100 * g / peak[prec]:.0f}%)"
+
+    lines = ["| ours | sheeprl | ours s/step | sheeprl s/step | speed-up | ours GFLOP/step | sheeprl GFLOP/step | ours GFLOP/s (% of matmul peak) | sheeprl GFLOP/s (%) | floor s/step (ours GFLOP at matmul peak) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    default = resolve_precision("auto", torch.device("cpu"))
+    pairs = [("fp32", "fp32", "equal precision"), ("bf16", "bf16", "equal precision"), (default, "fp32", "defaults")]
+    for ours_p, peer_p, what in pairs:
+        o, q = results[ours_p], peer.get(peer_p)
+        label_o = f"{ours_p}" + (" (default `precision: auto`)" if what == "defaults" else "")
+        label_q = {"fp32": "32-true", "bf16": "bf16-mixed"}[peer_p] + (" (default)" if what == "defaults" else "")
+        floor = o["flops"] / 1e9 / peak[ours_p]
+        if q:
+            lines.append(f"| {label_o} | {label_q} | {o['step_s']:.2f} | {q['step_s']:.2f} | **{q['step_s'] / o['step_s']:.2f}x** | {o['flops'] / 1e9:.0f} | "
+                         f"{q['flops'] / 1e9:.0f} | {eff(o, ours_p)} | {eff(q, peer_p)} | {floor:.2f} |")
+        else:
+            lines.append(f"| {label_o} | {label_q} | {o['step_s']:.2f} | n/a | n/a | {o['flops'] / 1e9:.0f} | n/a | {eff(o, ours_p)} | n/a | {floor:.2f} |")
+    lines += ["", f"| precision | ours params | sheeprl params | ours imagination states/s (batch {args.imagine_batch}, no gradients) |", "|---|---|---|---|"]
     for precision in ("fp32", "bf16"):
-        o, p = results[precision], peer.get(precision)
-        ratio = f"{p['step_s'] / o['step_s']:.2f}x" if p else "n/a"
-        lines.append(f"| {precision} | {o['step_s']:.2f} | {p['step_s']:.2f} | {ratio} | {o['params'] / 1e6:.1f}M | {p['params'] / 1e6:.1f}M | {o['imag']:.0f} |"
-                     if p else f"| {precision} | {o['step_s']:.2f} | n/a | n/a | {o['params'] / 1e6:.1f}M | n/a | {o['imag']:.0f} |")
+        o, q = results[precision], peer.get(precision)
+        lines.append(f"| {precision} | {o['params'] / 1e6:.1f}M | {q['params'] / 1e6 if q else float('nan'):.1f}M | {o['imag']:.0f} |")
     body = "\n".join(lines) + (
         f"\n\nOne full training step (world model + actor + critic), DreamerV3 size {args.size}, 64x64x3 pixels, batch {B} x {L}, "
         f"horizon {H}, 6-D continuous actions (dynamics backprop for the actor on both sides), random data; median of {args.steps} "
         f"steps after {args.warmup} warm-up, {args.threads} torch threads on both sides, in one run. sheeprl 0.8.4 `dreamer_v3.train` "
-        f"with `exp=dreamer_v3 algo=dreamer_v3_{args.size}` (Lightning Fabric precision 32-true / bf16-mixed). "
+        f"with `exp=dreamer_v3 algo=dreamer_v3_{args.size}` (Lightning Fabric precision 32-true, its default, or bf16-mixed). "
         "Ours: mbrl RSSM (block-diagonal GRU as the reference, blocks=8) + ActorCritic, fp32 or torch.autocast(bfloat16). "
-        "Imagination throughput: imagined states per second (no gradients) from a batch of start states, horizon 15, policy sampling included.\n"
+        "Our default `precision: auto` is bf16 where the hardware computes it natively (here: AVX512-BF16), as the DreamerV3 reference "
+        "computes in bfloat16 (`jax.compute_dtype: bfloat16` in dreamerv3/configs.yaml); sheeprl's default is 32-true.\n\n"
+        f"GFLOP/step: counted by torch.utils.flop_counter.FlopCounterMode over one extra step on each side (matmuls and convolutions, "
+        f"forward and backward). Matmul peak: a [1024 x 1536] @ [1536 x 512] matmul in this process, {args.threads} thread(s): "
+        f"fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s. The floor is the time the counted FLOPs take at that peak: "
+        "at equal precision and equal work no implementation gets below it, so the equal-precision speed-up is bounded by "
+        "sheeprl s/step / floor.\n\n"
+        "Imagination throughput: imagined states per second (no gradients) from a batch of start states, horizon 15, policy sampling included. "
         "Parameter counts differ slightly (ours follows the newer reference's block-diagonal GRU core; sheeprl a dense LayerNorm GRU).\n")
     print(body)
     if not args.no_write:

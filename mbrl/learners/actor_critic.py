@@ -18,6 +18,7 @@ backbone plugs in:
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from typing import Any, Iterable, Optional
@@ -220,23 +221,19 @@ class ActorCritic(Learner):
         n = start.batch_shape[0]
         c0 = torch.ones(n, device=self.bins.device) if start_cont is None else start_cont.reshape(-1).float()
         ctx = autocast if autocast is not None else _null()
-        wm_grad = [p.requires_grad for p in wm.parameters()]
-        wm.requires_grad_(False)
-        try:
-            with ctx:
-                if self.actor_grad == "dynamics":
-                    traj = wm.imagine(start, lambda f: self.act(f.detach(), explore=True), self.horizon)
-                else:
-                    with torch.no_grad():
-                        traj = wm.imagine(start, lambda f: self.act(f, explore=True), self.horizon)
-        finally:
-            for p, g in zip(wm.parameters(), wm_grad):
-                p.requires_grad_(g)
+        with ctx, frozen(wm):  # the actor's gradient may flow through the model, never into it
+            if self.actor_grad == "dynamics":
+                traj = wm.imagine(start, lambda f: self.act(f.detach(), explore=True), self.horizon)
+            else:
+                with torch.no_grad():
+                    traj = wm.imagine(start, lambda f: self.act(f, explore=True), self.horizon)
         feats = traj.features.float()  # [H+1, N, F]
         rew, con = traj.rewards.float(), traj.conts.float()  # [H, N]
         dyn = self.actor_grad == "dynamics"
         with ctx:
-            with torch.set_grad_enabled(dyn):  # dynamics backprop: returns differentiate through v(s_t) too
+            # dynamics backprop: returns differentiate through v(s_t) too, into the features only (the
+            # critic's own weight gradients come from the critic loss; computing them here is waste)
+            with torch.set_grad_enabled(dyn), frozen(self.critic):
                 values = self.value(feats if dyn else feats.detach())  # [H+1, N]
             with torch.no_grad():
                 slow = self.value(feats[:-1].detach(), slow=True)
@@ -298,6 +295,18 @@ class ActorCritic(Learner):
             start = wm.observe(batch["obs"], batch["action"], batch["is_first"])
         cont = 1.0 - batch["terminated"].float() if "terminated" in batch else None
         return self.imagine_and_update(wm, start, cont)
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module):
+    """Parameters of `module` do not require gradients inside the block (restored after)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, f in zip(module.parameters(), flags):
+            p.requires_grad_(f)
 
 
 class _null:
