@@ -260,6 +260,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     # env_kwargs is an open dict of envs.make arguments: `env_kwargs.pixels=true` adds a key
     argv = [f"+{a}" if a.startswith("env_kwargs.") else a for a in argv]
     sys.argv = [sys.argv[0], *argv]
+    from mbrl.utils.memory import keep_freed_memory
+
+    keep_freed_memory()  # freed tensors stay in the heap: no page faults for each step's large activations
     _hydra_entry()
     return 0
 

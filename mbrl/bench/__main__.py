@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in names:
         print(f"error: unknown benchmark {name!r}; valid: {', '.join(names)}", file=sys.stderr)
         return 2
+    from mbrl.utils.memory import keep_freed_memory
+
+    keep_freed_memory()  # as `python -m mbrl.train` runs
     mod = importlib.import_module(f"mbrl.bench.{name}")
     parser = argparse.ArgumentParser(prog=f"python -m mbrl.bench {name}", description=(mod.__doc__ or "").strip().splitlines()[0] if mod.__doc__ else None)
     mod.add_arguments(parser)

@@ -20,6 +20,10 @@ PEER_SCRIPT = r"""
 import json, sys, time, warnings
 warnings.filterwarnings("ignore")
 a = json.loads(sys.argv[1])
+if a.get("keep_memory"):  # the glibc setting mbrl's CLIs use (mbrl/utils/memory.py), for equal conditions
+    import ctypes
+    libc = ctypes.CDLL("libc.so.6")
+    assert libc.mallopt(-4, 0) == 1 and libc.mallopt(-1, 2**31 - 1) == 1
 import torch
 torch.set_num_threads(a["threads"])
 import gymnasium as gym, numpy as np
@@ -226,6 +230,9 @@ def run(args: argparse.Namespace) -> int:
     B, L, H, A = 16, 64, 15, 6
     peer = {}
     results = {}
+    from mbrl.utils.memory import keep_freed_memory
+
+    keep_memory = keep_freed_memory()  # as `python -m mbrl.train` runs (python -m mbrl.bench has applied it)
     peak = {"fp32": peak_matmul(torch.float32), "bf16": peak_matmul(torch.bfloat16)}
     print(f"matmul peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s", flush=True)
     for precision in ("fp32", "bf16"):
@@ -233,14 +240,19 @@ def run(args: argparse.Namespace) -> int:
         r["imag"] = _imagination(r.pop("wm"), r.pop("ac"), args.imagine_batch, H, precision)
         results[precision] = r
         print(f"ours {precision}: {r['step_s']:.2f} s/step, {r['flops'] / 1e9:.0f} GFLOP/step, imagination {r['imag']:.0f} states/s", flush=True)
+    shipped = {}  # sheeprl as installed (glibc malloc defaults)
     if not args.no_peer:
         for precision, sp in (("fp32", "32-true"), ("bf16", "bf16-mixed")):
-            try:
-                peer[precision] = run_peer("sheeprl", PEER_SCRIPT, json.dumps(dict(size=args.size, B=B, L=L, H=H, A=A, threads=args.threads,
-                                                                                 steps=args.steps, warmup=args.warmup, precision=sp)), timeout=3600)
-                print(f"sheeprl {precision}: {peer[precision]['step_s']:.2f} s/step, {peer[precision]['flops'] / 1e9:.0f} GFLOP/step", flush=True)
-            except Exception as e:  # report, keep our numbers
-                print(f"sheeprl {precision} failed: {str(e).strip().splitlines()[-1]}", flush=True)
+            for keep in ((True, False) if keep_memory else (False,)):
+                try:
+                    r = run_peer("sheeprl", PEER_SCRIPT, json.dumps(dict(size=args.size, B=B, L=L, H=H, A=A, threads=args.threads, steps=args.steps,
+                                                                         warmup=args.warmup, precision=sp, keep_memory=keep)), timeout=3600)
+                    (peer if keep == keep_memory else shipped)[precision] = r
+                    if not keep_memory:
+                        shipped[precision] = r
+                    print(f"sheeprl {precision}{' (keep_freed_memory)' if keep else ''}: {r['step_s']:.2f} s/step, {r['flops'] / 1e9:.0f} GFLOP/step", flush=True)
+                except Exception as e:  # report, keep our numbers
+                    print(f"sheeprl {precision} failed: {str(e).strip().splitlines()[-1]}", flush=True)
 
     def eff(r, prec):  # achieved GFLOP/s and its share of the matmul peak
         g = r["flops"] / 1e9 / r["step_s"]
@@ -251,15 +263,18 @@ def run(args: argparse.Namespace) -> int:
     default = resolve_precision("auto", torch.device("cpu"))
     pairs = [("fp32", "fp32", "equal precision"), ("bf16", "bf16", "equal precision"), (default, "fp32", "defaults")]
     for ours_p, peer_p, what in pairs:
-        o, q = results[ours_p], peer.get(peer_p)
+        o, q = results[ours_p], (shipped if what == "defaults" else peer).get(peer_p)
         label_o = f"{ours_p}" + (" (default `precision: auto`)" if what == "defaults" else "")
-        label_q = {"fp32": "32-true", "bf16": "bf16-mixed"}[peer_p] + (" (default)" if what == "defaults" else "")
+        label_q = {"fp32": "32-true", "bf16": "bf16-mixed"}[peer_p] + (" (default, as installed)" if what == "defaults" else "")
         floor = o["flops"] / 1e9 / peak[ours_p]
         if q:
             lines.append(f"| {label_o} | {label_q} | {o['step_s']:.2f} | {q['step_s']:.2f} | **{q['step_s'] / o['step_s']:.2f}x** | {o['flops'] / 1e9:.0f} | "
                          f"{q['flops'] / 1e9:.0f} | {eff(o, ours_p)} | {eff(q, peer_p)} | {floor:.2f} |")
         else:
             lines.append(f"| {label_o} | {label_q} | {o['step_s']:.2f} | n/a | n/a | {o['flops'] / 1e9:.0f} | n/a | {eff(o, ours_p)} | n/a | {floor:.2f} |")
+    if shipped and keep_memory:
+        lines += ["", "| sheeprl precision | s/step with mbrl's malloc setting | s/step as installed |", "|---|---|---|"]
+        lines += [f"| {pp} | {peer[pp]['step_s']:.2f} | {shipped[pp]['step_s']:.2f} |" for pp in ("fp32", "bf16") if pp in peer and pp in shipped]
     lines += ["", f"| precision | ours params | sheeprl params | ours imagination states/s (batch {args.imagine_batch}, no gradients) |", "|---|---|---|---|"]
     for precision in ("fp32", "bf16"):
         o, q = results[precision], peer.get(precision)
@@ -277,6 +292,10 @@ def run(args: argparse.Namespace) -> int:
         f"fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s. The floor is the time the counted FLOPs take at that peak: "
         "at equal precision and equal work no implementation gets below it, so the equal-precision speed-up is bounded by "
         "sheeprl s/step / floor.\n\n"
+        f"Memory: mbrl's CLIs keep freed memory in the process heap (`mbrl/utils/memory.py`: glibc mallopt M_MMAP_MAX=0, "
+        f"M_TRIM_THRESHOLD=2^31-1; {'in effect' if keep_memory else 'NOT in effect'} in this run) so large activations are not "
+        "page-faulted in again every step; the equal-precision rows give sheeprl the same setting (same two mallopt calls in its "
+        "process), the defaults row runs sheeprl as installed.\n\n"
         "Imagination throughput: imagined states per second (no gradients) from a batch of start states, horizon 15, policy sampling included. "
         "Parameter counts differ slightly (ours follows the newer reference's block-diagonal GRU core; sheeprl a dense LayerNorm GRU).\n")
     print(body)
