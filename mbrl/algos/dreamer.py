@@ -40,7 +40,7 @@ def native_bf16(device: torch.device) -> bool:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+    return not {"avx512_bf16", "amx_bf16"}.isdisjoint(flags.split())
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -63,7 +63,7 @@ class Dreamer(Algorithm):
                  batch_size: int = 16, batch_length: int = 64, wm_opt: Optional[dict] = None, precision: str = "auto",
                  pretrain_updates: int = 1, run_dir=None):
         super().__init__(env, eval_env, buffer, loop, run_dir)
-        resolve_precision(precision, torch.device("cpu"))  # bad values fail before anything is built
+        self.precision = resolve_precision(precision, self.device)  # bad values fail before anything is built
         self.wm = world_model.to(self.device)
         self.ac = actor_critic.to(self.device)
         self.batch_size, self.batch_length = int(batch_size), int(batch_length)
@@ -71,7 +71,6 @@ class Dreamer(Algorithm):
         wo = dict(kind="adam", lr=1e-4, eps=1e-8, clip=1000.0)
         wo.update(wm_opt or {})
         self.wm_optim = Optim(self.wm.parameters(), **wo)
-        self.precision = resolve_precision(precision, self.device)
         self.pretrain_updates = int(pretrain_updates)
         self.action_dim = int(self.action_space.n) if self.discrete else int(self.action_space.shape[0])
 

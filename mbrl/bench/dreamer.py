@@ -20,10 +20,10 @@ PEER_SCRIPT = r"""
 import json, sys, time, warnings
 warnings.filterwarnings("ignore")
 a = json.loads(sys.argv[1])
-if a.get("keep_memory"):  # the glibc setting mbrl's CLIs use (mbrl/utils/memory.py), for equal conditions
+if a["mallopt"]:  # the glibc settings mbrl's CLIs use (mbrl/utils/memory.py SETTINGS), for equal conditions
     import ctypes
     libc = ctypes.CDLL("libc.so.6")
-    assert libc.mallopt(-4, 0) == 1 and libc.mallopt(-1, 2**31 - 1) == 1
+    assert all(libc.mallopt(param, value) == 1 for param, value in a["mallopt"])
 import torch
 torch.set_num_threads(a["threads"])
 import gymnasium as gym, numpy as np
@@ -228,9 +228,8 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     B, L, H, A = 16, 64, 15, 6
-    peer = {}
     results = {}
-    from mbrl.utils.memory import keep_freed_memory
+    from mbrl.utils.memory import SETTINGS, keep_freed_memory
 
     keep_memory = keep_freed_memory()  # as `python -m mbrl.train` runs (python -m mbrl.bench has applied it)
     peak = {"fp32": peak_matmul(torch.float32), "bf16": peak_matmul(torch.bfloat16)}
@@ -240,19 +239,19 @@ def run(args: argparse.Namespace) -> int:
         r["imag"] = _imagination(r.pop("wm"), r.pop("ac"), args.imagine_batch, H, precision)
         results[precision] = r
         print(f"ours {precision}: {r['step_s']:.2f} s/step, {r['flops'] / 1e9:.0f} GFLOP/step, imagination {r['imag']:.0f} states/s", flush=True)
-    shipped = {}  # sheeprl as installed (glibc malloc defaults)
+    sheep = {}  # (precision, with mbrl's malloc settings) -> sheeprl result
     if not args.no_peer:
         for precision, sp in (("fp32", "32-true"), ("bf16", "bf16-mixed")):
-            for keep in ((True, False) if keep_memory else (False,)):
+            for keep in sorted({keep_memory, False}, reverse=True):
                 try:
                     r = run_peer("sheeprl", PEER_SCRIPT, json.dumps(dict(size=args.size, B=B, L=L, H=H, A=A, threads=args.threads, steps=args.steps,
-                                                                         warmup=args.warmup, precision=sp, keep_memory=keep)), timeout=3600)
-                    (peer if keep == keep_memory else shipped)[precision] = r
-                    if not keep_memory:
-                        shipped[precision] = r
+                                                                         warmup=args.warmup, precision=sp, mallopt=SETTINGS if keep else [])), timeout=3600)
+                    sheep[precision, keep] = r
                     print(f"sheeprl {precision}{' (keep_freed_memory)' if keep else ''}: {r['step_s']:.2f} s/step, {r['flops'] / 1e9:.0f} GFLOP/step", flush=True)
                 except Exception as e:  # report, keep our numbers
                     print(f"sheeprl {precision} failed: {str(e).strip().splitlines()[-1]}", flush=True)
+    peer = {pp: r for (pp, k), r in sheep.items() if k == keep_memory}  # same conditions as ours
+    shipped = {pp: r for (pp, k), r in sheep.items() if not k}  # as installed (glibc defaults)
 
     def eff(r, prec):  # achieved GFLOP/s and its share of the matmul peak
         g = r["flops"] / 1e9 / r["step_s"]

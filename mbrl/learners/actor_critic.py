@@ -18,7 +18,6 @@ backbone plugs in:
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from typing import Any, Iterable, Optional
@@ -28,7 +27,7 @@ import torch
 from torch import nn
 
 from mbrl.data.batch import Batch
-from mbrl.learners.base import Learner
+from mbrl.learners.base import Learner, frozen
 from mbrl.models.base import State, WorldModel
 from mbrl.models.dists import BoundedNormal, OneHotCategorical, TwoHot, symexp_bins, unimix_logits
 from mbrl.models.nets import dreamer_mlp
@@ -295,18 +294,6 @@ class ActorCritic(Learner):
             start = wm.observe(batch["obs"], batch["action"], batch["is_first"])
         cont = 1.0 - batch["terminated"].float() if "terminated" in batch else None
         return self.imagine_and_update(wm, start, cont)
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module):
-    """Parameters of `module` do not require gradients inside the block (restored after)."""
-    flags = [p.requires_grad for p in module.parameters()]
-    module.requires_grad_(False)
-    try:
-        yield module
-    finally:
-        for p, f in zip(module.parameters(), flags):
-            p.requires_grad_(f)
 
 
 class _null:

@@ -1,10 +1,25 @@
 """Learner protocol: model-free learners that talk only to the replay buffer's `Batch`."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
 from mbrl.data.batch import Batch
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module):
+    """Parameters of `module` do not require gradients inside the block (restored after): gradients
+    flow through the module to its inputs without computing its own weight gradients."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, f in zip(module.parameters(), flags):
+            p.requires_grad_(f)
 
 
 class Learner(nn.Module):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mbrl.data.batch import Batch
-from mbrl.learners.base import Learner
+from mbrl.learners.base import Learner, frozen
 from mbrl.models.nets import ensemble_mlp, mlp
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -115,9 +115,8 @@ class SAC(Learner):
     def update_actor(self, obs: torch.Tensor, prefix: str = "sac") -> dict[str, float]:
         """One actor step (maximise min-Q minus α·log π) and, if learned, one temperature step."""
         new_a, logp = self.actor(obs)
-        self.critic.requires_grad_(False)
-        q_new = self.critic(obs, new_a).min(0).values
-        self.critic.requires_grad_(True)
+        with frozen(self.critic):
+            q_new = self.critic(obs, new_a).min(0).values
         actor_loss = (self.alpha.detach() * logp - q_new).mean()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()

@@ -16,6 +16,8 @@ import sys
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
+# (mallopt parameter, value): no mmap'ed blocks, never trim the heap top (the largest int mallopt takes)
+SETTINGS = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))
 _done = False
 
 
@@ -32,6 +34,6 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc (e.g. musl)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    ok = mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    ok = all(mallopt(param, value) == 1 for param, value in SETTINGS)
     _done = ok
     return ok
