@@ -26,6 +26,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 import gymnasium as gym  # noqa: E402
+from mbrl.errors import UserError
 
 SUITES = ("gym", "dmc", "atari", "toy")
 
@@ -41,26 +42,24 @@ _DEFAULTS = {
 }
 
 
-class EnvNameError(ValueError):
-    """A bad environment name; the message says what is valid."""
 
 
 def parse(name: str) -> tuple[str, str]:
     """`"dmc/walker-walk"` -> `("dmc", "walker-walk")`; only the first `/` splits."""
     if not isinstance(name, str) or "/" not in name:
-        raise EnvNameError(f"env name must be 'suite/task', got {name!r}; valid suites: {', '.join(SUITES)}")
+        raise UserError(f"env name must be 'suite/task', got {name!r}; valid suites: {', '.join(SUITES)}")
     suite, task = name.split("/", 1)
     if suite not in SUITES:
-        raise EnvNameError(f"unknown env suite {suite!r} in {name!r}; valid suites: {', '.join(SUITES)}")
+        raise UserError(f"unknown env suite {suite!r} in {name!r}; valid suites: {', '.join(SUITES)}")
     if not task:
-        raise EnvNameError(f"env name {name!r} has no task after '{suite}/'")
+        raise UserError(f"env name {name!r} has no task after '{suite}/'")
     return suite, task
 
 
 def suite_defaults(suite: str) -> dict:
     """Per-suite defaults (action_repeat, pixels, size, time_limit in agent steps, steps budget, ...)."""
     if suite not in _DEFAULTS:
-        raise EnvNameError(f"unknown env suite {suite!r}; valid suites: {', '.join(SUITES)}")
+        raise UserError(f"unknown env suite {suite!r}; valid suites: {', '.join(SUITES)}")
     return dict(_DEFAULTS[suite])
 
 
@@ -83,7 +82,7 @@ def check(name: str) -> tuple[str, str]:
         from envs.toy import TASKS
 
         if task not in TASKS:
-            raise EnvNameError(f"unknown toy task {task!r}; valid: {', '.join(TASKS)}")
+            raise UserError(f"unknown toy task {task!r}; valid: {', '.join(TASKS)}")
     return suite, task
 
 
@@ -151,4 +150,4 @@ def make(name: str, seed: int | None = 0, num_envs: int = 1, *, pixels: bool | N
     return env
 
 
-__all__ = ["SUITES", "EnvNameError", "parse", "check", "suite_defaults", "make", "make_single"]
+__all__ = ["SUITES", "parse", "check", "suite_defaults", "make", "make_single"]

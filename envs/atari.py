@@ -24,6 +24,7 @@ import cv2
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from mbrl.errors import UserError
 
 MAX_FRAMES = 108_000
 DEFAULT_SKIP = 4
@@ -48,8 +49,7 @@ def _norm(name: str) -> str:
 
 
 def game_name(task: str) -> str:
-    """`"ms_pacman"` / `"MsPacman"` / `"mspacman"` -> `"MsPacman"`; EnvNameError listing ALE's games."""
-    from envs import EnvNameError
+    """`"ms_pacman"` / `"MsPacman"` / `"mspacman"` -> `"MsPacman"`; UserError listing ALE's games."""
 
     games = ale_games()
     key = _norm(task)
@@ -57,7 +57,7 @@ def game_name(task: str) -> str:
         return games[key]
     close = [games[k] for k in difflib.get_close_matches(key, list(games), n=3, cutoff=0.6)]
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise EnvNameError(f"unknown atari game {task!r}{hint}; valid: {', '.join(sorted(games.values()))}")
+    raise UserError(f"unknown atari game {task!r}{hint}; valid: {', '.join(sorted(games.values()))}")
 
 
 class AtariEnv(gym.Env):

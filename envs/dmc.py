@@ -20,6 +20,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 from gymnasium import spaces  # noqa: E402
+from mbrl.errors import UserError
 
 EPISODE_ENV_STEPS = 1000
 DEFAULT_REPEAT = 2
@@ -33,12 +34,11 @@ def all_tasks() -> list[str]:
 
 
 def parse_dmc(task: str) -> tuple[str, str]:
-    """`"ball_in_cup-catch"` -> `("ball_in_cup", "catch")`; raises EnvNameError listing suite.ALL_TASKS."""
-    from envs import EnvNameError
+    """`"ball_in_cup-catch"` -> `("ball_in_cup", "catch")`; raises UserError listing suite.ALL_TASKS."""
 
     valid = all_tasks()
     if task not in valid:
-        raise EnvNameError(f"unknown dmc domain-task {task!r}; valid: {', '.join(valid)}")
+        raise UserError(f"unknown dmc domain-task {task!r}; valid: {', '.join(valid)}")
     domain, name = task.split("-", 1)
     return domain, name
 

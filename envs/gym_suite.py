@@ -8,6 +8,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.wrappers import ActionRepeat, ChannelFirst, RenderObs, RescaleAction, VectorObs, is_image_space
+from mbrl.errors import UserError
 
 
 def _registry_ids() -> list[str]:
@@ -22,7 +23,6 @@ def _registry_ids() -> list[str]:
 
 
 def check_gym_id(task: str) -> None:
-    from envs import EnvNameError
 
     if task in gym.registry:
         return
@@ -36,7 +36,7 @@ def check_gym_id(task: str) -> None:
     hint = f"did you mean: {', '.join(close)}" if close else "e.g. " + ", ".join(
         i for i in ("Pendulum-v1", "CartPole-v1", "HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5",
                     "Humanoid-v5", "InvertedPendulum-v5") if i in gym.registry)
-    raise EnvNameError(f"unknown gymnasium id {task!r}; valid: any id in gymnasium.registry ({hint})")
+    raise UserError(f"unknown gymnasium id {task!r}; valid: any id in gymnasium.registry ({hint})")
 
 
 def make_gym(task: str, *, pixels: bool | None = None, size: int = 64, action_repeat: int | None = None,

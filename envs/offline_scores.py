@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from mbrl.errors import UserError
 
 # robot -> (ref_min_score, ref_max_score), from D4RL's infos.py (REF_MIN_SCORE / REF_MAX_SCORE)
 D4RL_REF_SCORES: dict[str, tuple[float, float]] = {
@@ -33,15 +34,13 @@ D4RL_EVAL_ENVS: dict[str, str] = {
 }
 
 
-class UnknownDatasetError(ValueError):
-    pass
 
 
 def d4rl_robot(name: str) -> str:
-    """'hopper-medium-v2' -> 'hopper'. Raises UnknownDatasetError for non-locomotion names."""
+    """'hopper-medium-v2' -> 'hopper'. Raises UserError for non-locomotion names."""
     robot = name.split("-", 1)[0].lower()
     if robot not in D4RL_REF_SCORES:
-        raise UnknownDatasetError(
+        raise UserError(
             f"no D4RL reference scores for dataset {name!r}; known robots: {', '.join(D4RL_REF_SCORES)} "
             f"(names like hopper-medium-v2)")
     return robot

@@ -8,6 +8,7 @@ them — SPR (Schwarzer et al. 2021, Table 4, "Random" / "Human" columns), Dream
 Human-normalised score = (score - random) / (human - random).
 """
 from __future__ import annotations
+from mbrl.errors import UserError
 
 ATARI100K_STEPS = 100_000  # agent steps (= 400k frames at frame skip 4)
 
@@ -43,9 +44,8 @@ def _canonical(game: str) -> str:
     for name in ATARI100K_GAMES:
         if name.lower() == norm:
             return name
-    from envs import EnvNameError
 
-    raise EnvNameError(f"no published Atari 100k scores for {game!r}; valid: {', '.join(ATARI100K_GAMES)}")
+    raise UserError(f"no published Atari 100k scores for {game!r}; valid: {', '.join(ATARI100K_GAMES)}")
 
 
 def human_normalized_score(game: str, score: float) -> float:

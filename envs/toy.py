@@ -26,6 +26,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from mbrl.errors import UserError
 
 TASKS = ("point", "point-pixels", "chain")
 
@@ -108,7 +109,6 @@ class ChainEnv(gym.Env):
 
 
 def make_toy(task: str, *, pixels: bool | None = None, size: int = 64, **kwargs) -> gym.Env:
-    from envs import EnvNameError
 
     if task == "point":
         return PointEnv(pixels=bool(pixels), size=size, **kwargs)
@@ -120,7 +120,7 @@ def make_toy(task: str, *, pixels: bool | None = None, size: int = 64, **kwargs)
         if pixels:
             raise ValueError("toy/chain has no pixel observations; pixel toy tasks: point-pixels")
         return ChainEnv(**kwargs)
-    raise EnvNameError(f"unknown toy task {task!r}; valid: {', '.join(TASKS)}")
+    raise UserError(f"unknown toy task {task!r}; valid: {', '.join(TASKS)}")
 
 
 if __name__ == "__main__":  # measure the random-policy returns quoted in the docstring

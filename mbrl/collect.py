@@ -26,24 +26,23 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
+from mbrl.errors import UserError
 
 KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 DEFAULTS = dict(env=None, kind=None, policy="random", expert_policy=None, steps=100_000, train_steps=20_000, out=None, seed=0,
                 ref_episodes=10, ref_max=None, threads=None, train_ratio=1.0, prefill=1000, hidden=256, batch_size=256)
 
 
-class CollectError(ValueError):
-    pass
 
 
 def parse_args(argv: list[str]) -> dict:
     opts = dict(DEFAULTS)
     for a in argv:
         if "=" not in a:
-            raise CollectError(f"argument {a!r} is not key=value; valid keys: {', '.join(DEFAULTS)}")
+            raise UserError(f"argument {a!r} is not key=value; valid keys: {', '.join(DEFAULTS)}")
         k, v = a.split("=", 1)
         if k not in DEFAULTS:
-            raise CollectError(f"unknown key {k!r}; valid: {', '.join(DEFAULTS)}")
+            raise UserError(f"unknown key {k!r}; valid: {', '.join(DEFAULTS)}")
         opts[k] = v
     for k in ("steps", "train_steps", "seed", "ref_episodes", "prefill", "hidden", "batch_size"):
         opts[k] = int(opts[k])
@@ -51,13 +50,13 @@ def parse_args(argv: list[str]) -> dict:
     if opts["ref_max"] is not None:
         opts["ref_max"] = float(opts["ref_max"])
     if not opts["env"] or not opts["out"] or not opts["kind"]:
-        raise CollectError("env=, kind= and out= are required, e.g. env=gym/Hopper-v5 kind=medium policy=<run_dir>|train|random out=data/hopper-medium.hdf5")
+        raise UserError("env=, kind= and out= are required, e.g. env=gym/Hopper-v5 kind=medium policy=<run_dir>|train|random out=data/hopper-medium.hdf5")
     if opts["kind"] not in KINDS:
-        raise CollectError(f"unknown kind {opts['kind']!r}; valid: {', '.join(KINDS)}")
+        raise UserError(f"unknown kind {opts['kind']!r}; valid: {', '.join(KINDS)}")
     if opts["kind"] == "medium-replay" and opts["policy"] != "train":
-        raise CollectError("kind=medium-replay records a training run: use policy=train (and train_steps=)")
+        raise UserError("kind=medium-replay records a training run: use policy=train (and train_steps=)")
     if opts["kind"] == "medium-expert" and not opts["expert_policy"]:
-        raise CollectError("kind=medium-expert needs expert_policy=<run_dir> (and policy=<medium run_dir>)")
+        raise UserError("kind=medium-expert needs expert_policy=<run_dir> (and policy=<medium run_dir>)")
     return opts
 
 
@@ -75,10 +74,10 @@ def load_sac_policy(run_dir: str, obs_dim: int, act_dim: int) -> Policy:
     d = Path(run_dir)
     cfg_p, ck_p = d / "config.yaml", d / "checkpoints" / "latest.pt"
     if not cfg_p.is_file() or not ck_p.is_file():
-        raise CollectError(f"policy={run_dir}: not a SAC run dir (expected {cfg_p} and {ck_p}); valid: a run dir of algo=sac, 'train' or 'random'")
+        raise UserError(f"policy={run_dir}: not a SAC run dir (expected {cfg_p} and {ck_p}); valid: a run dir of algo=sac, 'train' or 'random'")
     cfg = OmegaConf.load(cfg_p)
     if str(cfg.algo.name) != "sac":
-        raise CollectError(f"policy={run_dir}: run of algo={cfg.algo.name}; only SAC run dirs are supported")
+        raise UserError(f"policy={run_dir}: run of algo={cfg.algo.name}; only SAC run dirs are supported")
     sac = SAC(obs_dim, act_dim, **to_dict(cfg.algo.sac))
     sac.load_state_dict(load_checkpoint(ck_p, map_location="cpu")["modules"]["learner"])
     return sac_policy(sac)
@@ -169,7 +168,7 @@ def collect(opts: dict, log=print) -> Path:
     env = envs.make(opts["env"], seed=opts["seed"], num_envs=1)
     space = env.single_action_space
     if not hasattr(space, "shape") or len(space.shape) != 1 or hasattr(space, "n"):
-        raise CollectError(f"{opts['env']}: only continuous (Box) actions are supported, got {space}")
+        raise UserError(f"{opts['env']}: only continuous (Box) actions are supported, got {space}")
     od, ad = env.single_observation_space.shape[0], space.shape[0]
     kind, policy, stream = opts["kind"], None, None
     if kind != "random":
@@ -177,7 +176,7 @@ def collect(opts: dict, log=print) -> Path:
             policy_sac, stream = train_sac(opts["env"], opts, log)
             policy = sac_policy(policy_sac)
         elif opts["policy"] == "random":
-            raise CollectError(f"kind={kind} needs a policy: policy=<SAC run dir> or policy=train")
+            raise UserError(f"kind={kind} needs a policy: policy=<SAC run dir> or policy=train")
         else:
             policy = load_sac_policy(opts["policy"], od, ad)
     seed = opts["seed"]

@@ -10,7 +10,8 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from mbrl.data import Batch, BufferError, ReplayBuffer
+from mbrl.data import Batch, ReplayBuffer
+from mbrl.errors import UserError
 
 torch.set_num_threads(1)
 
@@ -185,7 +186,7 @@ def test_newest_running_entry_excluded_from_chunks_and_transitions():
     assert len(buf) == 5 and buf.num_entries == 6
     s = buf.sample_sequences(1, 5)  # only one chunk: entries 0..4; the running head (t=5) has no action yet
     assert (s.obs[:, :, 2] == torch.arange(5.0)).all()
-    with pytest.raises(BufferError, match="longer than any stream"):
+    with pytest.raises(UserError, match="longer than any stream"):
         buf.sample_sequences(1, 6)
     assert sample_many(buf.sample, 200, 5).obs[:, 2].max().item() == 4
 
@@ -305,9 +306,9 @@ def test_dict_obs_and_uint8_pixels():
     s = buf.sample_sequences(8, 6)
     assert s.obs["pixels"].shape == (8, 6, 3, 8, 8) and s.obs["pixels"].dtype == torch.uint8
     assert isinstance(s, Batch) and s.action.dtype == torch.int64
-    with pytest.raises(BufferError, match=r"obs\['pixels'\] has dtype float32; expected uint8"):
+    with pytest.raises(UserError, match=r"obs\['pixels'\] has dtype float32; expected uint8"):
         buf.add({"pixels": pix(o).astype(np.float32), "state": o}, np.zeros(n, np.int64), r, {"pixels": pix(no), "state": no}, te, tr)
-    with pytest.raises(BufferError, match="expected a dict with keys"):
+    with pytest.raises(UserError, match="expected a dict with keys"):
         buf.add({"pixels": pix(o)}, np.zeros(n, np.int64), r, {"pixels": pix(no), "state": no}, te, tr)
 
 
@@ -335,9 +336,9 @@ def test_save_load_round_trip(tmp_path):
     fresh.add(*step)
     x, y = buf.sample(16), fresh.sample(16)
     assert all(torch.equal(x[k], y[k]) for k in x)
-    with pytest.raises(BufferError, match="capacity"):
+    with pytest.raises(UserError, match="capacity"):
         ReplayBuffer(100, OBS, ACT, num_envs=n).load_state_dict(buf.state_dict())
-    with pytest.raises(BufferError, match="does not exist"):
+    with pytest.raises(UserError, match="does not exist"):
         ReplayBuffer.load(tmp_path / "missing.npz")
 
 
@@ -371,29 +372,29 @@ def test_recency_weights_prefer_new_data():
 
 def test_errors_are_one_clear_line():
     buf = ReplayBuffer(20, OBS, ACT, num_envs=2)
-    with pytest.raises(BufferError, match="empty buffer"):
+    with pytest.raises(UserError, match="empty buffer"):
         buf.sample(1)
     vec = ToyVec(2, max_len=10**9)
     for _ in range(3):
         buf.add(*vec.step())
-    with pytest.raises(BufferError, match=r"batch_size=7: the buffer holds only 6 transitions"):
+    with pytest.raises(UserError, match=r"batch_size=7: the buffer holds only 6 transitions"):
         buf.sample(7)
-    with pytest.raises(BufferError, match="longer than a stream: each env stream holds at most 10"):
+    with pytest.raises(UserError, match="longer than a stream: each env stream holds at most 10"):
         buf.sample_sequences(1, 11)
-    with pytest.raises(BufferError, match="holds only 2 such chunks"):
+    with pytest.raises(UserError, match="holds only 2 such chunks"):
         buf.sample_sequences(3, 3)
     o, a, r, no, te, tr = vec.step()
-    with pytest.raises(BufferError, match=r"^obs has shape \(2, 3\); expected \(2, 4\)$"):
+    with pytest.raises(UserError, match=r"^obs has shape \(2, 3\); expected \(2, 4\)$"):
         buf.add(o[:, :3], a, r, no, te, tr)
-    with pytest.raises(BufferError, match=r"^action has shape \(3, 2\); expected \(2, 2\)$"):
+    with pytest.raises(UserError, match=r"^action has shape \(3, 2\); expected \(2, 2\)$"):
         buf.add(o, np.zeros((3, 2), np.float32), r, no, te, tr)
-    with pytest.raises(BufferError, match="terminated has dtype <U1"):
+    with pytest.raises(UserError, match="terminated has dtype <U1"):
         buf.add(o, a, r, no, np.array(["a", "b"]), tr)
-    with pytest.raises(BufferError, match="expected integer indices"):
+    with pytest.raises(UserError, match="expected integer indices"):
         ReplayBuffer(20, OBS, spaces.Discrete(3)).add(o[:1], np.array([0.5]), r[:1], no[:1], te[:1], tr[:1])
-    with pytest.raises(BufferError, match="capacity=3 gives 1 entries per env stream"):
+    with pytest.raises(UserError, match="capacity=3 gives 1 entries per env stream"):
         ReplayBuffer(3, OBS, ACT, num_envs=2)
-    for e in (BufferError("x"),):
+    for e in (UserError("x"),):
         assert isinstance(e, ValueError)
     assert len(buf) == 6  # failed adds changed nothing
 

@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 from mbrl.learners.actor_critic import ActorCritic, lambda_returns
 from mbrl.models.rssm import RSSM
 from mbrl.train import CONFIG_DIR, build, compose
+from mbrl.errors import UserError
 
 torch.set_num_threads(1)
 
@@ -98,6 +99,6 @@ def test_precision_auto_and_bad_value(monkeypatch):
     assert dr.resolve_precision("auto", cpu) == "bf16"
     monkeypatch.setattr(dr, "native_bf16", lambda device: False)
     assert dr.resolve_precision("auto", cpu) == "fp32"
-    with pytest.raises(dr.ConfigError, match=r"precision='fp16'; valid: auto, fp32, bf16"):
+    with pytest.raises(dr.UserError, match=r"precision='fp16'; valid: auto, fp32, bf16"):
         dr.resolve_precision("fp16", cpu)
     assert OmegaConf.load(CONFIG_DIR / "algo" / "dreamer.yaml").precision == "auto"

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from mbrl.data.batch import Batch
-from mbrl.models.ensemble import EnsembleConfigError, EnsembleModel, EnsembleState
+from mbrl.models.ensemble import EnsembleModel, EnsembleState
+from mbrl.errors import UserError
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: see conftest
@@ -142,9 +143,9 @@ def test_sequence_loss_and_training_step():
 
 
 def test_bad_config():
-    with pytest.raises(EnsembleConfigError, match="valid"):
+    with pytest.raises(UserError, match="valid"):
         EnsembleModel(2, 1, propagation="ts2")
-    with pytest.raises(EnsembleConfigError):
+    with pytest.raises(UserError):
         EnsembleModel(2, 1, ensemble_size=3, num_elites=5)
 
 

@@ -13,6 +13,7 @@ import gymnasium as gym  # noqa: E402
 
 import envs  # noqa: E402
 from envs.wrappers import RescaleAction  # noqa: E402
+from mbrl.errors import UserError
 
 
 def _egl_available() -> bool:
@@ -38,7 +39,7 @@ def test_parse_and_suites():
     assert set(envs.SUITES) == {"gym", "dmc", "atari", "toy"}
     assert envs.suite_defaults("dmc")["action_repeat"] == 2
     assert envs.suite_defaults("atari")["steps"] == 100_000
-    assert issubclass(envs.EnvNameError, ValueError)
+    assert issubclass(UserError, ValueError)
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -52,7 +53,7 @@ def test_parse_and_suites():
     ("atari/pongg", "Pong"),
 ])
 def test_bad_names_list_valid_ones(name, expected):
-    with pytest.raises(envs.EnvNameError) as err:
+    with pytest.raises(UserError) as err:
         envs.make(name)
     msg = str(err.value)
     assert "\n" not in msg and expected in msg
@@ -416,5 +417,5 @@ def test_scores():
     assert scores.human_normalized_score("pong", 14.6) == pytest.approx(1.0)
     assert scores.human_normalized_score("atari/ms_pacman", 307.3) == pytest.approx(0.0)
     assert scores.human_normalized_score("Pong", -3.05) == pytest.approx(0.5)
-    with pytest.raises(envs.EnvNameError, match="Alien"):
+    with pytest.raises(UserError, match="Alien"):
         scores.human_normalized_score("Tetris", 1.0)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from envs.offline_scores import D4RL_REF_SCORES, d4rl_normalized_score
-from mbrl.data.offline import DatasetError, load, load_d4rl, load_minari
+from mbrl.data.offline import load, load_d4rl, load_minari
+from mbrl.errors import UserError
 
 
 def _episodes(lengths, term_last, obs_dim=3, act_dim=2, seed=0):
@@ -103,23 +104,23 @@ def test_d4rl_reference_scores(robot, ret, score):
 
 def test_d4rl_errors(tmp_path, monkeypatch):
     data = _episodes([4], [True])
-    with pytest.raises(DatasetError, match=r"missing keys \['timeouts'\]"):
+    with pytest.raises(UserError, match=r"missing keys \['timeouts'\]"):
         load_d4rl(_write(tmp_path / "a.hdf5", data, drop=("timeouts",)))
     bad = dict(data, rewards=data["rewards"][:-1])
-    with pytest.raises(DatasetError, match="length mismatch.*'observations' has 4 rows but 'rewards' has 3"):
+    with pytest.raises(UserError, match="length mismatch.*'observations' has 4 rows but 'rewards' has 3"):
         load_d4rl(_write(tmp_path / "b.hdf5", bad))
     (tmp_path / "c.hdf5").write_text("not hdf5 at all")
-    with pytest.raises(DatasetError, match="not a readable HDF5 file"):
+    with pytest.raises(UserError, match="not a readable HDF5 file"):
         load_d4rl(tmp_path / "c.hdf5")
     monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path))
-    with pytest.raises(DatasetError) as e:
+    with pytest.raises(UserError) as e:
         load("d4rl/hopper-expert-v2")
     msg = str(e.value)
     assert str(tmp_path / "hopper-expert-v2.hdf5") in msg and "\n" not in msg
     monkeypatch.delenv("D4RL_DATASET_DIR")
-    with pytest.raises(DatasetError, match="D4RL_DATASET_DIR"):
+    with pytest.raises(UserError, match="D4RL_DATASET_DIR"):
         load("d4rl/hopper-expert-v2")
-    with pytest.raises(DatasetError, match="valid: d4rl/<name>"):
+    with pytest.raises(UserError, match="valid: d4rl/<name>"):
         load("hopper-medium-v2")
     # the by-name route reads a file given by dataset_path or the env var
     _write(tmp_path / "hopper-medium-v2.hdf5", data)
@@ -153,19 +154,19 @@ def test_minari_by_hand_and_errors(tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.flatnonzero(ds.episode_ends), [2, 7, 9])
     np.testing.assert_array_equal(np.flatnonzero(ds.terminated), [2, 9])
     np.testing.assert_allclose(ds.normalized_score(ds.episode_returns()), [30.0, 50.0, 20.0])
-    with pytest.raises(DatasetError, match=r"expected .*nope-v0/data/main_data.hdf5"):
+    with pytest.raises(UserError, match=r"expected .*nope-v0/data/main_data.hdf5"):
         load("minari/nope-v0")
     # an episode missing a key
     p = _write_minari_by_hand(tmp_path, "bad-v0", [3], [True])
     with h5py.File(p, "a") as f:
         del f["episode_0/truncations"]
-    with pytest.raises(DatasetError, match=r"episode_0 misses \['truncations'\]"):
+    with pytest.raises(UserError, match=r"episode_0 misses \['truncations'\]"):
         load_minari("bad-v0", root=tmp_path)
     p = _write_minari_by_hand(tmp_path, "bad2-v0", [3], [True])
     with h5py.File(p, "a") as f:
         del f["episode_0/observations"]
         f["episode_0/observations"] = np.zeros((3, 3))  # T instead of T + 1
-    with pytest.raises(DatasetError, match="length mismatch: observations 3 \\(want T\\+1\\)"):
+    with pytest.raises(UserError, match="length mismatch: observations 3 \\(want T\\+1\\)"):
         load_minari("bad2-v0", root=tmp_path)
 
 

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from mbrl.planners import PLANNERS, PlannerConfigError, colored_noise, make_planner
+from mbrl.planners import PLANNERS, colored_noise, make_planner
+from mbrl.errors import UserError
 
 TARGET = torch.tensor([[0.3, -0.5], [0.6, 0.1], [-0.2, 0.4], [0.0, -0.7]])  # [H=4, A=2]
 
@@ -100,9 +101,9 @@ def test_colored_noise_spectrum():
 
 
 def test_bad_options_one_line_errors():
-    with pytest.raises(PlannerConfigError, match="valid"):
+    with pytest.raises(UserError, match="valid"):
         make_planner("nope", 2)
-    with pytest.raises(PlannerConfigError, match="unknown option"):
+    with pytest.raises(UserError, match="unknown option"):
         make_planner("cem", 2, popsize=3)
-    with pytest.raises(PlannerConfigError):
+    with pytest.raises(UserError):
         make_planner("cem", 2).plan(quad, 1.0, -1.0, 4)

@@ -282,7 +282,6 @@ class Algorithm:
             "modules": {k: m.state_dict() for k, m in self.modules().items()},
             "rng": get_rng_state(),
             "buffer_file": buffer_file,
-            "buffer_rng": self.buffer.state_dict() if not self.loop.save_buffer and hasattr(self.buffer, "state_dict") else None,
         }
         path = save_checkpoint(ckpt, directory / "latest.pt")
         for old in directory.glob("buffer_*.npz"):

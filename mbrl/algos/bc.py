@@ -1,7 +1,4 @@
-"""Behaviour cloning on an offline dataset: `python -m mbrl.train env=d4rl/hopper-medium-v2 algo=bc`."""
-from mbrl.algos.offline import learner_from_config
-from mbrl.learners.bc import BC
+"""Offline bc (mbrl/learners/bc.py) on a dataset: `python -m mbrl.train env=d4rl/<dataset> algo=bc`."""
+from mbrl.algos.offline import learner_from_config as from_config
 
-
-def from_config(cfg, run_dir=None):
-    return learner_from_config(cfg, run_dir, BC, "bc", "bc")
+__all__ = ["from_config"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from mbrl.algos.base import LoopConfig, resolve_device
+from mbrl.errors import UserError
 
 
 def to_dict(cfg: Any) -> dict:
@@ -49,13 +49,7 @@ def vector_obs_dim(space: gym.Space, who: str) -> int:
     """Flat size of a vector observation space; a clear error for pixels or dicts."""
     if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
         return int(space.shape[0])
-    raise ValueError(f"{who} needs vector observations (a 1-D Box); this env gives {space}. Use a world model with an encoder (e.g. model=rssm) for pixels.")
-
-
-def continuous_action_dim(space: gym.Space, who: str) -> int:
-    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
-        return int(space.shape[0])
-    raise ValueError(f"{who} needs continuous actions (a 1-D Box); this env has {space}. Valid for discrete actions: algo=dreamer.")
+    raise UserError(f"{who} needs vector observations (a 1-D Box); this env gives {space}. Use a world model with an encoder (e.g. model=rssm algo=dreamer) for pixels.")
 
 
 def make_buffer(env, cfg: Any, capacity: int):
@@ -64,5 +58,23 @@ def make_buffer(env, cfg: Any, capacity: int):
     return ReplayBuffer.for_env(env, capacity=int(capacity), seed=cfg.seed, device=resolve_device(cfg.get("device", "cpu")))
 
 
-def as_float_obs(obs: Any) -> np.ndarray:
-    return np.asarray(obs, dtype=np.float32)
+def build_model(cfg: Any, spaces: Any, who: str):
+    """The world model that `cfg.model` names, from the registry, for `spaces` (a vector env or an
+    (observation space, action space) pair), its initial weights drawn from the run's seed."""
+    from mbrl import models
+
+    obs_space, action_space = (spaces.single_observation_space, spaces.single_action_space) if hasattr(spaces, "single_observation_space") else spaces
+    mcfg = to_dict(cfg.get("model"))
+    if not mcfg.get("name"):
+        raise UserError(f"{who} needs a world model; add model=<name> (valid: {', '.join(models.names())})")
+    return models.build(mcfg, obs_space, action_space, seed=int(cfg.get("seed", 0) or 0))
+
+
+def build_learner(cfg: Any, feat_dim: int, action_space: gym.Space, who: str):
+    """The model-free learner that `cfg.learner` names (configs/learner/<name>.yaml)."""
+    from mbrl import learners
+
+    lcfg = to_dict(cfg.get("learner"))
+    if not lcfg.get("name"):
+        raise UserError(f"{who} needs a learner; add learner=<name> (valid: {', '.join(sorted(learners.LEARNERS))})")
+    return learners.build(lcfg, int(feat_dim), action_space)

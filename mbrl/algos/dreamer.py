@@ -1,9 +1,10 @@
 """DreamerV3: world model + actor-critic in imagination.
 
 `python -m mbrl.train env=dmc/walker-walk model=rssm` (algo=dreamer is the RSSM's default).
-Any WorldModel backbone works (`model=<backbone> algo=dreamer`): the world model is trained with
-`loss(batch)` on replayed sequences, the actor-critic imagines with `imagine()` from the posterior
-states of that batch (`last_states` when the backbone keeps them, else `observe()`).
+Any WorldModel backbone works (`model=<backbone> algo=dreamer`, e.g. model=ensemble): the world model
+is trained with `loss(batch)` on replayed sequences, and the actor-critic (learner=actor_critic)
+imagines with `imagine()` from the posterior states of that batch, which `loss` returns. Acting
+tracks the posterior one step at a time (`Tracker`).
 
 Replay ratio as DreamerV3 defines it (paper sec. "Replay ratio", reference `run.train_ratio`):
 replayed steps per env step = batch_size x batch_length x updates / env steps, so the loop's
@@ -19,14 +20,11 @@ import numpy as np
 import torch
 
 from mbrl.algos.base import Algorithm, LoopConfig
-from mbrl.algos.common import loop_config, make_buffer, make_envs, to_dict
-from mbrl.learners.actor_critic import ActorCritic, Optim
-from mbrl.learners.actor_critic import from_config as ac_from_config
-from mbrl.models.base import WorldModel
-
-
-class ConfigError(ValueError):
-    pass
+from mbrl.algos.common import build_learner, build_model, loop_config, make_buffer, make_envs, to_dict
+from mbrl.errors import UserError
+from mbrl.learners.actor_critic import ActorCritic
+from mbrl.models.base import Tracker, WorldModel
+from mbrl.utils.optim import Optim
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -47,7 +45,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """`auto` -> bf16 where the device computes it natively (the DreamerV3 reference computes in
     bfloat16: `jax.compute_dtype: bfloat16`), else fp32; fp32 / bf16 are kept as given."""
     if precision not in PRECISIONS:
-        raise ConfigError(f"dreamer: precision={precision!r}; valid: {', '.join(PRECISIONS)}")
+        raise UserError(f"algo.precision={precision!r}; valid: {', '.join(PRECISIONS)}")
     if precision == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     return precision
@@ -81,23 +79,17 @@ class Dreamer(Algorithm):
 
     # ------------------------------------------------------------------------------------------
     def act(self, obs: Any, is_first: np.ndarray, state: Any, explore: bool):
-        n = len(is_first)
         if state is None:
-            state = (self.wm.initial(n), torch.zeros(n, self.action_dim, device=self.device))
-        latent, prev = state
-        o = self.to_torch(obs)
-        o = {k: v.unsqueeze(1) for k, v in o.items()} if isinstance(o, dict) else o.unsqueeze(1)
-        first = torch.as_tensor(np.asarray(is_first), device=self.device).reshape(n, 1)
-        dummy = torch.zeros(n, 1, self.action_dim, device=self.device)
+            state = Tracker(self.wm, len(is_first), self.device)
         with self.autocast():
-            post = self.wm.observe(o, dummy, first, state=latent, prev_action=prev)
-            latent = post[:, 0]
+            latent = state.observe(obs, is_first)
             action = self.ac.act(self.wm.features(latent), explore=explore).float()
+        state.acted(action)
         if self.discrete:
             env_action = action.argmax(-1).cpu().numpy()
         else:
             env_action = action.clamp(-1, 1).cpu().numpy().astype(np.float32)
-        return env_action, (latent, action)
+        return env_action, state
 
     def can_train(self) -> bool:
         return len(self.buffer) >= self.num_envs * (self.batch_length + self.batch_size)
@@ -110,19 +102,18 @@ class Dreamer(Algorithm):
         """One full Dreamer update on a sequence batch: world model, then actor and critic."""
         self.wm.train()
         with self.autocast():
-            loss, metrics = self.wm.loss(batch)
+            loss, metrics, start = self.wm.loss(batch)
         metrics["wm/grad_norm"] = self.wm_optim.step(loss)
-        start = getattr(self.wm, "last_states", None)
-        if start is None:
-            with torch.no_grad(), self.autocast():
-                start = self.wm.observe(batch["obs"], batch["action"], batch["is_first"])
         cont = 1.0 - batch["terminated"].float()
         metrics.update(self.ac.imagine_and_update(self.wm, start, cont, autocast=self.autocast()))
         return metrics
 
     def pretrain(self) -> dict[str, float]:
         """Updates on the first batches when prefill ends (DreamerV3 trains once on the prefill data
-        before acting with the learned policy)."""
+        before acting with the learned policy). A transition model (the ensemble) first takes its
+        normaliser statistics from the prefill data."""
+        if self.wm.train_on == "transitions":
+            self.wm.set_statistics(self.buffer.all_transitions().to(self.device))
         m: dict[str, float] = {}
         for _ in range(self.pretrain_updates):
             m = self.train_step()
@@ -131,38 +122,18 @@ class Dreamer(Algorithm):
     def modules(self) -> dict[str, Any]:
         return {"world_model": self.wm, "wm_optim": self.wm_optim, "actor_critic": self.ac}
 
-    def on_buffer_replaced(self) -> None:
-        pass
-
-
-def build_world_model(cfg: Any, obs_space, action_space) -> WorldModel:
-    import importlib
-
-    mcfg = to_dict(cfg.get("model")) or {"name": "rssm"}
-    name = mcfg.get("name", "rssm")
-    try:
-        module = importlib.import_module(f"mbrl.models.{name}")
-    except ModuleNotFoundError:
-        raise ConfigError(f"dreamer: no world model module mbrl/models/{name}.py") from None
-    if not hasattr(module, "from_config"):
-        raise ConfigError(f"dreamer: model {name!r} has no from_config(cfg, obs_space, action_space)")
-    kw = {k: v for k, v in mcfg.items() if k not in ("name", "default_algo")}
-    return module.from_config(kw, obs_space, action_space)
-
 
 def from_config(cfg: Any, run_dir: Optional[str] = None) -> Dreamer:
     a = cfg.algo
     env, eval_env = make_envs(cfg)
-    wm = build_world_model(cfg, env.single_observation_space, env.single_action_space)
-    feat_dim = int(getattr(wm, "feat_dim"))
-    acfg = to_dict(a.get("actor_critic"))
-    # actor / critic width and depth follow the model size unless set
-    if acfg.get("units") is None:
-        acfg["units"] = getattr(wm, "hidden", 512)
-    if acfg.get("layers") is None:
-        acfg["layers"] = max(1, getattr(wm, "layers", 2))
-    acfg = {k: v for k, v in acfg.items() if v is not None}
-    ac = ac_from_config(acfg, feat_dim, env.single_action_space)
+    wm = build_model(cfg, env, "algo=dreamer")
+    # actor / critic width and depth follow the model's dense size unless set (DreamerV3's size table)
+    lcfg = to_dict(cfg.get("learner"))
+    if lcfg.get("units") is None:
+        lcfg["units"] = int(getattr(wm, "hidden", 512))
+    if lcfg.get("layers") is None:
+        lcfg["layers"] = max(1, int(getattr(wm, "layers", 2)))
+    ac = build_learner({"learner": lcfg}, wm.feat_dim, env.single_action_space, "algo=dreamer")
     buffer = make_buffer(env, cfg, a.buffer_size)
     loop = loop_config(cfg)
     B, L = int(a.batch_size), int(a.batch_length)

@@ -1,7 +1,4 @@
-"""IQL on an offline dataset: `python -m mbrl.train env=d4rl/hopper-medium-v2 algo=iql`."""
-from mbrl.algos.offline import learner_from_config
-from mbrl.learners.iql import IQL
+"""Offline iql (mbrl/learners/iql.py) on a dataset: `python -m mbrl.train env=d4rl/<dataset> algo=iql`."""
+from mbrl.algos.offline import learner_from_config as from_config
 
-
-def from_config(cfg, run_dir=None):
-    return learner_from_config(cfg, run_dir, IQL, "iql", "iql")
+__all__ = ["from_config"]

@@ -10,15 +10,15 @@ model rollouts (MOPO, MOReL, MOBILE, RAVL).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
 from mbrl.algos.base import Algorithm, LoopConfig
-from mbrl.algos.common import to_dict
-from mbrl.data.offline import DatasetError, OfflineDataset, is_offline, load
+from mbrl.algos.common import build_learner, setting
+from mbrl.data.offline import OfflineDataset, is_offline, load
+from mbrl.errors import UserError
 
 
 class OfflineAlgorithm(Algorithm):
@@ -84,14 +84,6 @@ class LearnerOffline(OfflineAlgorithm):
 
 # ------------------------------------------------------------------------------- config helpers
 
-def setting(cfg: Any, key: str, default: Any = None) -> Any:
-    """The top-level key where set (not null), else the algo config's, else `default`."""
-    v = cfg.get(key)
-    if v is None and cfg.get("algo") is not None:
-        v = cfg.algo.get(key)
-    return default if v is None else v
-
-
 def obs_stats(dataset: OfflineDataset) -> tuple[np.ndarray, np.ndarray]:
     o = dataset.obs.astype(np.float64)
     return o.mean(0), o.std(0) + 1e-3
@@ -102,22 +94,22 @@ def dataset_and_env(cfg: Any):
     import envs
 
     if not is_offline(str(cfg.env)):
-        raise DatasetError(f"algo={cfg.algo.name} is offline and needs a dataset: env=d4rl/<name> (e.g. d4rl/hopper-medium-v2, file from "
+        raise UserError(f"algo={cfg.algo.name} is offline and needs a dataset: env=d4rl/<name> (e.g. d4rl/hopper-medium-v2, file from "
                            f"dataset_path= or $D4RL_DATASET_DIR) or env=minari/<dataset_id>; got env={cfg.env}")
     ds = load(str(cfg.env), setting(cfg, "dataset_path"))
     eval_name = setting(cfg, "eval_env") or ds.eval_env
     if not eval_name:
-        raise DatasetError(f"dataset {ds.name!r} names no evaluation env; pass algo.eval_env=<suite/task> (e.g. gym/Hopper-v5)")
+        raise UserError(f"dataset {ds.name!r} names no evaluation env; pass algo.eval_env=<suite/task> (e.g. gym/Hopper-v5)")
     n_eval = max(1, min(int(setting(cfg, "eval_episodes", 5)), 10))
     eval_env = envs.make(str(eval_name), seed=int(cfg.seed) + 10_000, num_envs=n_eval)
     obs_dim = int(np.prod(ds.obs.shape[1:]))
     space = eval_env.single_observation_space
     if tuple(space.shape) != tuple(ds.obs.shape[1:]):
-        raise DatasetError(f"dataset {ds.name!r} has observations of shape {ds.obs.shape[1:]} but eval env {eval_name} gives {space.shape}")
+        raise UserError(f"dataset {ds.name!r} has observations of shape {ds.obs.shape[1:]} but eval env {eval_name} gives {space.shape}")
     if tuple(eval_env.single_action_space.shape) != tuple(ds.action.shape[1:]):
-        raise DatasetError(f"dataset {ds.name!r} has actions of shape {ds.action.shape[1:]} but eval env {eval_name} takes {eval_env.single_action_space.shape}")
+        raise UserError(f"dataset {ds.name!r} has actions of shape {ds.action.shape[1:]} but eval env {eval_name} takes {eval_env.single_action_space.shape}")
     if ds.action.ndim != 2:
-        raise DatasetError(f"offline algorithms here need continuous actions; dataset {ds.name!r} has discrete actions")
+        raise UserError(f"offline algorithms here need continuous actions; dataset {ds.name!r} has discrete actions")
     buffer = ds.to_buffer(capacity=2 * len(ds) + 16, seed=int(cfg.seed), device=str(setting(cfg, "device", "cpu")),
                           obs_space=space, action_space=eval_env.single_action_space)
     return ds, eval_env, buffer, obs_dim, int(ds.action.shape[1])
@@ -132,7 +124,10 @@ def offline_loop_config(cfg: Any) -> LoopConfig:
     return lc
 
 
-def learner_from_config(cfg: Any, run_dir, learner_cls, key: str, name: str) -> LearnerOffline:
-    ds, eval_env, buffer, obs_dim, act_dim = dataset_and_env(cfg)
-    learner = learner_cls(obs_dim, act_dim, **to_dict(cfg.algo.get(key)))
+def learner_from_config(cfg: Any, run_dir=None) -> LearnerOffline:
+    """A model-free offline algo (`algo=iql|cql|td3bc|bc`): its learner (`learner=`, implied by the
+    algo) on dataset batches."""
+    ds, eval_env, buffer, obs_dim, _ = dataset_and_env(cfg)
+    name = str(cfg.algo.name)
+    learner = build_learner(cfg, obs_dim, eval_env.single_action_space, f"algo={name}")
     return LearnerOffline(eval_env, ds, buffer, learner, offline_loop_config(cfg), batch_size=int(cfg.algo.batch_size), run_dir=run_dir, name=name)

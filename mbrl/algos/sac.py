@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from mbrl.algos.base import Algorithm, LoopConfig
-from mbrl.algos.common import continuous_action_dim, loop_config, make_buffer, make_envs, to_dict, vector_obs_dim
-from mbrl.learners.sac import SAC
+from mbrl.algos.common import build_learner, loop_config, make_buffer, make_envs, vector_obs_dim
+from mbrl.learners.base import Learner
 
 
 class SACAlgorithm(Algorithm):
@@ -16,7 +16,7 @@ class SACAlgorithm(Algorithm):
 
     name = "sac"
 
-    def __init__(self, env, eval_env, buffer, learner: SAC, loop: LoopConfig, batch_size: int = 256, run_dir=None):
+    def __init__(self, env, eval_env, buffer, learner: Learner, loop: LoopConfig, batch_size: int = 256, run_dir=None):
         super().__init__(env, eval_env, buffer, loop, run_dir)
         self.learner = learner.to(self.device)
         self.batch_size = batch_size
@@ -39,7 +39,6 @@ def from_config(cfg: Any, run_dir: Optional[str] = None) -> SACAlgorithm:
     env, eval_env = make_envs(cfg)
     a = cfg.algo
     obs_dim = vector_obs_dim(env.single_observation_space, "algo=sac")
-    act_dim = continuous_action_dim(env.single_action_space, "algo=sac")
-    learner = SAC(obs_dim, act_dim, **to_dict(a.sac))
+    learner = build_learner(cfg, obs_dim, env.single_action_space, "algo=sac")
     buffer = make_buffer(env, cfg, a.buffer_size)
     return SACAlgorithm(env, eval_env, buffer, learner, loop_config(cfg), batch_size=a.batch_size, run_dir=run_dir)

@@ -1,5 +1,5 @@
 """Data: replay buffer (transitions and sequences), Batch."""
 from mbrl.data.batch import Batch, tree_map
-from mbrl.data.buffer import BufferError, ReplayBuffer
+from mbrl.data.buffer import ReplayBuffer
 
-__all__ = ["Batch", "BufferError", "ReplayBuffer", "tree_map"]
+__all__ = ["Batch", "ReplayBuffer", "tree_map"]

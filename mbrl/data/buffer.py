@@ -41,18 +41,17 @@ import numpy as np
 import torch
 
 from mbrl.data.batch import Batch
+from mbrl.errors import UserError
 
 _PARALLEL_MIN_BYTES = 1 << 20  # gathers smaller than this stay on the calling thread
 
 
-class BufferError(ValueError):
-    """Bad input to a ReplayBuffer (shape, dtype, sizes) or a request it cannot satisfy."""
 
 
 def _space_spec(space: Any, what: str) -> tuple[tuple[int, ...], np.dtype]:
     shape, dtype = getattr(space, "shape", None), getattr(space, "dtype", None)
     if shape is None or dtype is None:
-        raise BufferError(f"{what} space {space!r} is not supported; valid: Box, Discrete, MultiDiscrete, MultiBinary (or a Dict of them for observations)")
+        raise UserError(f"{what} space {space!r} is not supported; valid: Box, Discrete, MultiDiscrete, MultiBinary (or a Dict of them for observations)")
     return tuple(int(s) for s in shape), np.dtype(dtype)
 
 
@@ -86,18 +85,18 @@ class ReplayBuffer:
                  device: str | torch.device = "cpu", recency: float = 0.0, gather_threads: int = 1):
         num_envs, capacity = int(num_envs), int(capacity)
         if num_envs < 1:
-            raise BufferError(f"num_envs={num_envs} is invalid; expected an integer >= 1")
+            raise UserError(f"num_envs={num_envs} is invalid; expected an integer >= 1")
         if capacity // num_envs < 2:
-            raise BufferError(f"capacity={capacity} gives {capacity // num_envs} entries per env stream for num_envs={num_envs}; expected capacity >= 2 * num_envs")
+            raise UserError(f"capacity={capacity} gives {capacity // num_envs} entries per env stream for num_envs={num_envs}; expected capacity >= 2 * num_envs")
         if recency < 0:
-            raise BufferError(f"recency={recency} is invalid; expected a float >= 0 (0 = uniform)")
+            raise UserError(f"recency={recency} is invalid; expected a float >= 0 (0 = uniform)")
         self.capacity, self.num_envs, self.seed = capacity, num_envs, int(seed)
         self.stream_capacity = capacity // num_envs
         self.obs_space, self.action_space = obs_space, action_space
         self.device = torch.device(device)
         self.recency = float(recency)
         if int(gather_threads) < 1:
-            raise BufferError(f"gather_threads={gather_threads} is invalid; expected an integer >= 1")
+            raise UserError(f"gather_threads={gather_threads} is invalid; expected an integer >= 1")
         self.gather_threads = int(gather_threads)
         self._pool: ThreadPoolExecutor | None = None
         self._pin = self.device.type == "cuda" and torch.cuda.is_available()
@@ -149,27 +148,27 @@ class ReplayBuffer:
             x = x.detach().cpu().numpy()
         a = np.asarray(x)
         if a.shape != shape:
-            raise BufferError(f"{name} has shape {a.shape}; expected {shape}")
+            raise UserError(f"{name} has shape {a.shape}; expected {shape}")
         if kind == "flag":
             if not (a.dtype == bool or np.issubdtype(a.dtype, np.number)):
-                raise BufferError(f"{name} has dtype {a.dtype}; expected bool (or 0/1 numbers)")
+                raise UserError(f"{name} has dtype {a.dtype}; expected bool (or 0/1 numbers)")
             return a.astype(bool, copy=False) if a.dtype == bool else a != 0
         if kind == "number":
             if not (a.dtype == bool or np.issubdtype(a.dtype, np.number)):
-                raise BufferError(f"{name} has dtype {a.dtype}; expected a real number type (cast to {dtype})")
+                raise UserError(f"{name} has dtype {a.dtype}; expected a real number type (cast to {dtype})")
             return a.astype(dtype, copy=False)
         if not np.can_cast(a.dtype, dtype, casting=kind):
-            raise BufferError(f"{name} has dtype {a.dtype}; expected {dtype} (or a type that casts to it without changing kind)")
+            raise UserError(f"{name} has dtype {a.dtype}; expected {dtype} (or a type that casts to it without changing kind)")
         return a.astype(dtype, copy=False)
 
     def _check_obs(self, name: str, x: Any, lead: tuple[int, ...]) -> dict:
         if self._dict_obs:
             if not isinstance(x, dict) or set(x) != set(self._obs_specs):
                 got = sorted(x) if isinstance(x, dict) else type(x).__name__
-                raise BufferError(f"{name} is {got}; expected a dict with keys {sorted(self._obs_specs)}")
+                raise UserError(f"{name} is {got}; expected a dict with keys {sorted(self._obs_specs)}")
             return {k: self._check_array(f"{name}[{k!r}]", x[k], lead + shape, dt) for k, (shape, dt) in self._obs_specs.items()}
         if isinstance(x, dict):
-            raise BufferError(f"{name} is a dict; expected an array of shape {lead + self._obs_specs[None][0]}")
+            raise UserError(f"{name} is a dict; expected an array of shape {lead + self._obs_specs[None][0]}")
         shape, dt = self._obs_specs[None]
         return {None: self._check_array(name, x, lead + shape, dt)}
 
@@ -180,7 +179,7 @@ class ReplayBuffer:
                 x = x.detach().cpu().numpy()
             a = np.asarray(x)
             if not (np.issubdtype(a.dtype, np.integer) or a.dtype == bool):
-                raise BufferError(f"action has dtype {a.dtype}; expected integer indices (Discrete action space) of shape {lead}")
+                raise UserError(f"action has dtype {a.dtype}; expected integer indices (Discrete action space) of shape {lead}")
         return self._check_array("action", x, lead + self._act_shape, self._act_dtype, kind)
 
     def _check_step(self, obs, action, reward, next_obs, terminated, truncated, lead):
@@ -271,7 +270,7 @@ class ReplayBuffer:
         checks, every transition writes two entries (obs as is_first, next_obs as is_last).
         """
         if not 0 <= int(stream) < self.num_envs:
-            raise BufferError(f"stream={stream} is invalid; expected 0 <= stream < num_envs={self.num_envs}")
+            raise UserError(f"stream={stream} is invalid; expected 0 <= stream < num_envs={self.num_envs}")
         T = len(np.asarray(reward))
         if T == 0:
             return
@@ -341,11 +340,11 @@ class ReplayBuffer:
 
     def _transition_index(self, batch_size: int) -> np.ndarray:
         if batch_size < 1:
-            raise BufferError(f"batch_size={batch_size} is invalid; expected an integer >= 1")
+            raise UserError(f"batch_size={batch_size} is invalid; expected an integer >= 1")
         if self._n_valid == 0:
-            raise BufferError("cannot sample from an empty buffer: it holds 0 transitions; add data first")
+            raise UserError("cannot sample from an empty buffer: it holds 0 transitions; add data first")
         if batch_size > self._n_valid:
-            raise BufferError(f"cannot sample batch_size={batch_size}: the buffer holds only {self._n_valid} transitions")
+            raise UserError(f"cannot sample batch_size={batch_size}: the buffer holds only {self._n_valid} transitions")
         c = self.stream_capacity
         has = self._has_action.reshape(-1)
         oldest = self._pos - self._count
@@ -409,7 +408,7 @@ class ReplayBuffer:
         """Every stored transition [N], in stream order (fit-on-all-data models: PETS, MBPO); no RNG used."""
         i = np.flatnonzero(self._has_action.reshape(-1))
         if len(i) == 0:
-            raise BufferError("the buffer holds 0 transitions; add data first")
+            raise UserError("the buffer holds 0 transitions; add data first")
         c = self.stream_capacity
         oldest = (self._pos - self._count) % c  # order each stream oldest first
         i = i[np.argsort((i // c) * c + ((i % c) - oldest[i // c]) % c, kind="stable")]
@@ -420,20 +419,25 @@ class ReplayBuffer:
 
     def _sequence_index(self, batch_size: int, length: int) -> np.ndarray:
         if batch_size < 1 or length < 1:
-            raise BufferError(f"batch_size={batch_size}, length={length} are invalid; expected integers >= 1")
+            raise UserError(f"batch_size={batch_size}, length={length} are invalid; expected integers >= 1")
         c = self.stream_capacity
         if length > c:
-            raise BufferError(f"sequence length {length} is longer than a stream: each env stream holds at most {c} entries (capacity {self.capacity} // num_envs {self.num_envs})")
+            raise UserError(f"sequence length {length} is longer than a stream: each env stream holds at most {c} entries (capacity {self.capacity} // num_envs {self.num_envs})")
         avail = self._count - self._pending()  # a running episode's newest entry has no action yet
         starts = np.maximum(avail - length + 1, 0)
         total = int(starts.sum())
         if total == 0:
-            raise BufferError(f"sequence length {length} is longer than any stream's stored data (longest: {int(avail.max())} complete entries); add more data or sample shorter sequences")
+            raise UserError(f"sequence length {length} is longer than any stream's stored data (longest: {int(avail.max())} complete entries); add more data or sample shorter sequences")
         if batch_size > total:
-            raise BufferError(f"cannot sample batch_size={batch_size} sequences of length {length}: the buffer holds only {total} such chunks")
+            raise UserError(f"cannot sample batch_size={batch_size} sequences of length {length}: the buffer holds only {total} such chunks")
         st, off = self._draw(starts, batch_size)
         t0 = self._pos[st] - self._count[st] + off
         return st[:, None] * c + (t0[:, None] + np.arange(length)) % c
+
+    def num_chunks(self, length: int) -> int:
+        """How many distinct sequence chunks of `length` the buffer can sample from now."""
+        avail = self._count - self._pending()
+        return int(np.maximum(avail - int(length) + 1, 0).sum())
 
     def sample_sequences(self, batch_size: int, length: int) -> Batch:
         """Chunks [B, L] in stream layout: obs, action (taken at obs; zeros on is_last), reward /
@@ -463,12 +467,12 @@ class ReplayBuffer:
         cfg, mine = state.get("config", {}), self._config()
         for key in ("capacity", "num_envs", "obs_space", "action_space"):
             if cfg.get(key) != mine[key]:
-                raise BufferError(f"state_dict has {key}={cfg.get(key)!r}; this buffer has {key}={mine[key]!r}")
+                raise UserError(f"state_dict has {key}={cfg.get(key)!r}; this buffer has {key}={mine[key]!r}")
         arrays = self._arrays()
         for k, dst in arrays.items():
             src = np.asarray(state["arrays"][k])
             if src.shape != dst.shape or src.dtype != dst.dtype:
-                raise BufferError(f"state_dict array {k!r} has shape {src.shape} dtype {src.dtype}; expected {dst.shape} {dst.dtype}")
+                raise UserError(f"state_dict array {k!r} has shape {src.shape} dtype {src.dtype}; expected {dst.shape} {dst.dtype}")
             dst[...] = src
         self._n_valid = int(state["n_valid"])
         self.rng.bit_generator.state = state["rng"]
@@ -498,7 +502,7 @@ class ReplayBuffer:
         """A buffer saved by `save` (same contents, positions and sampling RNG)."""
         path = Path(path)
         if not path.is_file():
-            raise BufferError(f"replay buffer file {str(path)!r} does not exist; expected a file written by ReplayBuffer.save")
+            raise UserError(f"replay buffer file {str(path)!r} does not exist; expected a file written by ReplayBuffer.save")
         with np.load(path, allow_pickle=False) as z:
             meta = pickle.loads(z["__meta__"].tobytes())
             cfg = meta["config"]
@@ -508,11 +512,11 @@ class ReplayBuffer:
             filled = int(meta.get("filled", buf.stream_capacity))
             for k, dst in buf._arrays().items():
                 if k not in z.files:
-                    raise BufferError(f"replay buffer file {str(path)!r} lacks array {k!r}; it was not written by ReplayBuffer.save of this version")
+                    raise UserError(f"replay buffer file {str(path)!r} lacks array {k!r}; it was not written by ReplayBuffer.save of this version")
                 src = z[k]
                 want = (dst.shape[0], filled, *dst.shape[2:]) if dst.ndim >= 2 else dst.shape
                 if src.shape != want or src.dtype != dst.dtype:
-                    raise BufferError(f"replay buffer file {str(path)!r}: array {k!r} has shape {src.shape} dtype {src.dtype}; expected {want} {dst.dtype}")
+                    raise UserError(f"replay buffer file {str(path)!r}: array {k!r} has shape {src.shape} dtype {src.dtype}; expected {want} {dst.dtype}")
                 if dst.ndim >= 2:
                     dst[:, :filled] = src
                 else:
@@ -522,4 +526,4 @@ class ReplayBuffer:
         return buf
 
 
-__all__ = ["ReplayBuffer", "BufferError", "Batch"]
+__all__ = ["ReplayBuffer", "Batch"]

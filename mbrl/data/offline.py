@@ -27,10 +27,9 @@ from typing import Any, Optional
 import numpy as np
 
 from envs.offline_scores import D4RL_EVAL_ENVS, D4RL_REF_SCORES, minari_ref_scores, normalized_score
+from mbrl.errors import UserError
 
 
-class DatasetError(ValueError):
-    """A dataset name, file or content is wrong; the message says what and what is expected."""
 
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
@@ -71,7 +70,7 @@ class OfflineDataset:
 
     def normalized_score(self, ret):
         if self.ref_scores is None:
-            raise DatasetError(f"dataset {self.name!r} has no reference scores (D4RL robots: "
+            raise UserError(f"dataset {self.name!r} has no reference scores (D4RL robots: "
                                f"{', '.join(D4RL_REF_SCORES)}; Minari/collected files: ref_min_score/ref_max_score metadata)")
         return normalized_score(ret, *self.ref_scores)
 
@@ -123,11 +122,11 @@ def _open_h5(path: Path):
     import h5py
 
     if not path.exists():
-        raise DatasetError(f"dataset file not found: {path}")
+        raise UserError(f"dataset file not found: {path}")
     try:
         return h5py.File(path, "r")
     except OSError as e:
-        raise DatasetError(f"{path}: not a readable HDF5 file ({e.__class__.__name__}: {str(e).splitlines()[0]})") from None
+        raise UserError(f"{path}: not a readable HDF5 file ({e.__class__.__name__}: {str(e).splitlines()[0]})") from None
 
 
 def _attr(v):
@@ -149,12 +148,12 @@ def load_d4rl(path: str | Path, name: Optional[str] = None) -> OfflineDataset:
     with _open_h5(path) as f:
         missing = [k for k in D4RL_KEYS if k not in f]
         if missing:
-            raise DatasetError(f"{path}: not a D4RL dataset, missing keys {missing}; required: {list(D4RL_KEYS)}"
+            raise UserError(f"{path}: not a D4RL dataset, missing keys {missing}; required: {list(D4RL_KEYS)}"
                                f" (+ optional next_observations); found: {sorted(f.keys())}")
         data = {}
         for k in D4RL_KEYS + (("next_observations",) if "next_observations" in f else ()):
             if not isinstance(f[k], h5py.Dataset):
-                raise DatasetError(f"{path}: '{k}' must be an array, found a group")
+                raise UserError(f"{path}: '{k}' must be an array, found a group")
             data[k] = f[k][()]
         attrs = {k: _attr(v) for k, v in f.attrs.items()}
         if "metadata" in f and isinstance(f["metadata"], h5py.Group):
@@ -162,12 +161,12 @@ def load_d4rl(path: str | Path, name: Optional[str] = None) -> OfflineDataset:
     n = data["rewards"].shape[0]
     for k, v in data.items():
         if v.ndim == 0 or v.shape[0] != n:
-            raise DatasetError(f"{path}: length mismatch, '{k}' has {v.shape[0] if v.ndim else 0} rows but 'rewards' has {n}")
+            raise UserError(f"{path}: length mismatch, '{k}' has {v.shape[0] if v.ndim else 0} rows but 'rewards' has {n}")
     obs = data["observations"]
     if obs.ndim != 2:
-        raise DatasetError(f"{path}: 'observations' must be [N, obs_dim], got shape {obs.shape}")
+        raise UserError(f"{path}: 'observations' must be [N, obs_dim], got shape {obs.shape}")
     if "next_observations" in data and data["next_observations"].shape != obs.shape:
-        raise DatasetError(f"{path}: 'next_observations' shape {data['next_observations'].shape} != 'observations' shape {obs.shape}")
+        raise UserError(f"{path}: 'next_observations' shape {data['next_observations'].shape} != 'observations' shape {obs.shape}")
     rew = data["rewards"].reshape(n).astype(np.float32)
     term = data["terminals"].reshape(n).astype(bool)
     tout = data["timeouts"].reshape(n).astype(bool) & ~term
@@ -260,7 +259,7 @@ def load_minari(dataset_id: str, root: str | Path | None = None) -> OfflineDatas
     ddir = root / dataset_id
     path = ddir / "data" / "main_data.hdf5"
     if not path.exists():
-        raise DatasetError(f"Minari dataset {dataset_id!r} not found: expected {path} "
+        raise UserError(f"Minari dataset {dataset_id!r} not found: expected {path} "
                            f"(set MINARI_DATASETS_PATH, default ~/.minari/datasets; arrow-format datasets are not supported)")
     meta: dict[str, Any] = {}
     meta_path = ddir / "data" / "metadata.json"
@@ -268,26 +267,26 @@ def load_minari(dataset_id: str, root: str | Path | None = None) -> OfflineDatas
         try:
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as e:
-            raise DatasetError(f"{meta_path}: not valid JSON ({e})") from None
+            raise UserError(f"{meta_path}: not valid JSON ({e})") from None
     parts: dict[str, list] = {k: [] for k in ("obs", "next_obs", "action", "reward", "terminated", "truncated")}
     with _open_h5(path) as f:
         eps = sorted((k for k in f.keys() if k.startswith("episode_")), key=lambda k: int(k.split("_", 1)[1]) if k.split("_", 1)[1].isdigit() else -1)
         if not eps:
-            raise DatasetError(f"{path}: no 'episode_<i>' groups; not a Minari HDF5 dataset (found keys {sorted(f.keys())[:10]})")
+            raise UserError(f"{path}: no 'episode_<i>' groups; not a Minari HDF5 dataset (found keys {sorted(f.keys())[:10]})")
         for ep in eps:
             g = f[ep]
             need = ("observations", "actions", "rewards", "terminations", "truncations")
             missing = [k for k in need if k not in g]
             if missing:
-                raise DatasetError(f"{path}: group {ep} misses {missing}; each episode needs {list(need)}")
+                raise UserError(f"{path}: group {ep} misses {missing}; each episode needs {list(need)}")
             if not isinstance(g["observations"], h5py.Dataset) or not isinstance(g["actions"], h5py.Dataset):
-                raise DatasetError(f"{path}: {ep}: observations/actions are groups (Dict/Tuple spaces); only Box/Discrete spaces are supported")
+                raise UserError(f"{path}: {ep}: observations/actions are groups (Dict/Tuple spaces); only Box/Discrete spaces are supported")
             o = g["observations"][()]
             a, r = g["actions"][()], g["rewards"][()]
             te, tr = g["terminations"][()].astype(bool), g["truncations"][()].astype(bool)
             T = r.shape[0]
             if o.shape[0] != T + 1 or a.shape[0] != T or te.shape[0] != T or tr.shape[0] != T:
-                raise DatasetError(f"{path}: {ep}: length mismatch: observations {o.shape[0]} (want T+1), actions {a.shape[0]}, "
+                raise UserError(f"{path}: {ep}: length mismatch: observations {o.shape[0]} (want T+1), actions {a.shape[0]}, "
                                    f"rewards {T}, terminations {te.shape[0]}, truncations {tr.shape[0]} (want T)")
             if T == 0:
                 continue
@@ -301,7 +300,7 @@ def load_minari(dataset_id: str, root: str | Path | None = None) -> OfflineDatas
             parts["reward"].append(r.reshape(T).astype(np.float32))
             parts["terminated"].append(te); parts["truncated"].append(tr)
     if not parts["obs"]:
-        raise DatasetError(f"{path}: every episode is empty")
+        raise UserError(f"{path}: every episode is empty")
     data = {k: np.concatenate(v) for k, v in parts.items()}
     lo, hi = _box_bounds(meta.get("action_space"))
     eval_env = None
@@ -329,17 +328,17 @@ def load(env_name: str, dataset_path: Optional[str] = None) -> OfflineDataset:
     """`d4rl/<name>` or `minari/<dataset_id>` -> OfflineDataset (see module docstring)."""
     suite, _, rest = str(env_name).partition("/")
     if suite not in OFFLINE_SUITES or not rest:
-        raise DatasetError(f"not an offline dataset name: {env_name!r}; valid: d4rl/<name> (e.g. d4rl/hopper-medium-v2) or minari/<dataset_id>")
+        raise UserError(f"not an offline dataset name: {env_name!r}; valid: d4rl/<name> (e.g. d4rl/hopper-medium-v2) or minari/<dataset_id>")
     if suite == "d4rl":
         if dataset_path:
             path = Path(dataset_path).expanduser()
         else:
             d = os.environ.get("D4RL_DATASET_DIR")
             if not d:
-                raise DatasetError(f"no file for {env_name}: pass dataset_path=<file.hdf5> or set D4RL_DATASET_DIR (file <dir>/{rest}.hdf5)")
+                raise UserError(f"no file for {env_name}: pass dataset_path=<file.hdf5> or set D4RL_DATASET_DIR (file <dir>/{rest}.hdf5)")
             path = Path(d).expanduser() / f"{rest}.hdf5"
         if not path.exists():
-            raise DatasetError(f"D4RL dataset {rest!r} not found: expected {path} (pass dataset_path= or set D4RL_DATASET_DIR)")
+            raise UserError(f"D4RL dataset {rest!r} not found: expected {path} (pass dataset_path= or set D4RL_DATASET_DIR)")
         return load_d4rl(path, name=rest)
     root = Path(dataset_path).expanduser() if dataset_path else None
     return load_minari(rest, root=root)

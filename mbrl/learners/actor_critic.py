@@ -18,101 +18,19 @@ backbone plugs in:
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-import math
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import gymnasium as gym
 import torch
-from torch import nn
 
-from mbrl.data.batch import Batch
+from mbrl.errors import UserError
 from mbrl.learners.base import Learner, frozen
 from mbrl.models.base import State, WorldModel
 from mbrl.models.dists import BoundedNormal, OneHotCategorical, TwoHot, symexp_bins, unimix_logits
 from mbrl.models.nets import dreamer_mlp
-
-
-class ConfigError(ValueError):
-    pass
-
-
-# ----------------------------------------------------------------------------------------------
-# optimisers shared with the dreamer algo
-
-
-class LaProp(torch.optim.Optimizer):
-    """LaProp (Ziyin et al. 2020): Adam with the momentum taken after normalisation; the newer
-    DreamerV3 reference's optimiser (`opt: {momentum: True, beta1: 0.9, beta2: 0.999, eps: 1e-20}`)."""
-
-    def __init__(self, params: Iterable, lr: float = 4e-5, betas=(0.9, 0.999), eps: float = 1e-20):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
-
-    @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                st = self.state[p]
-                if not st:
-                    st["step"] = 0
-                    st["v"] = torch.zeros_like(p)
-                    st["m"] = torch.zeros_like(p)
-                st["step"] += 1
-                t = st["step"]
-                st["v"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-                vhat = st["v"] / (1 - b2**t)
-                st["m"].mul_(b1).add_(p.grad / (vhat.sqrt() + group["eps"]), alpha=1 - b1)
-                p.add_(st["m"], alpha=-group["lr"] / (1 - b1**t))
-
-
-class Optim:
-    """One optimiser with gradient clipping: `clip` (global norm, DreamerV3 paper v1: 1000 for the
-    world model, 100 for actor and critic) or `agc` (adaptive per-parameter clipping relative to the
-    parameter norm, newer reference `opt.agc: 0.3`)."""
-
-    def __init__(self, params: Iterable[nn.Parameter], kind: str = "adam", lr: float = 1e-4, eps: float = 1e-8,
-                 clip: float = 0.0, agc: float = 0.0, warmup: int = 0):
-        self.params = [p for p in params if p.requires_grad]
-        if kind == "adam":
-            self.opt: torch.optim.Optimizer = torch.optim.Adam(self.params, lr=lr, eps=eps)
-        elif kind == "laprop":
-            self.opt = LaProp(self.params, lr=lr, eps=eps)
-        else:
-            raise ConfigError(f"unknown optimizer {kind!r}; valid: adam, laprop")
-        self.lr, self.clip, self.agc, self.warmup = lr, clip, agc, warmup
-        self.steps = 0
-
-    def step(self, loss: torch.Tensor) -> float:
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grads = [p.grad for p in self.params if p.grad is not None]
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) if grads else torch.zeros(())
-        if self.agc > 0:
-            with torch.no_grad():
-                for p in self.params:
-                    if p.grad is None:
-                        continue
-                    pn = torch.linalg.vector_norm(p).clamp_min(1e-3)
-                    gn = torch.linalg.vector_norm(p.grad).clamp_min(1e-12)
-                    p.grad.mul_(torch.clamp(self.agc * pn / gn, max=1.0))
-        elif self.clip > 0 and grads:
-            torch._foreach_mul_(grads, torch.clamp(self.clip / (norm + 1e-6), max=1.0))
-        if self.warmup:
-            for g in self.opt.param_groups:
-                g["lr"] = self.lr * min(1.0, (self.steps + 1) / self.warmup)
-        self.opt.step()
-        self.steps += 1
-        return float(norm)
-
-    def state_dict(self) -> dict:
-        return {"opt": self.opt.state_dict(), "steps": self.steps}
-
-    def load_state_dict(self, sd: dict) -> None:
-        self.opt.load_state_dict(sd["opt"])
-        self.steps = sd["steps"]
+from mbrl.utils.optim import Optim
 
 
 # ----------------------------------------------------------------------------------------------
@@ -130,6 +48,8 @@ def lambda_returns(rewards: torch.Tensor, conts: torch.Tensor, values: torch.Ten
 
 
 class ActorCritic(Learner):
+    continuous_only = False
+
     def __init__(
         self,
         feat_dim: int,
@@ -160,12 +80,14 @@ class ActorCritic(Learner):
         elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
             self.discrete, self.action_dim = False, int(action_space.shape[0])
         else:
-            raise ConfigError(f"actor_critic: action space {action_space}; valid: Discrete(n) or a 1-D Box")
+            raise UserError(f"actor_critic: action space {action_space}; valid: Discrete(n) or a 1-D Box")
         if actor_grad not in ("auto", "reinforce", "dynamics"):
-            raise ConfigError(f"actor_critic: actor_grad={actor_grad!r}; valid: auto, reinforce, dynamics")
+            raise UserError(f"actor_critic: actor_grad={actor_grad!r}; valid: auto, reinforce, dynamics")
         if actor_grad == "dynamics" and self.discrete:
-            raise ConfigError("actor_critic: actor_grad=dynamics needs continuous actions; valid for discrete: auto, reinforce")
-        self.actor_grad = ("reinforce" if self.discrete else "dynamics") if actor_grad == "auto" else actor_grad
+            raise UserError("actor_critic: actor_grad=dynamics needs continuous actions; valid for discrete: auto, reinforce")
+        # auto: REINFORCE for discrete actions; for continuous ones dynamics backprop where the model's
+        # step is usefully differentiable (`WorldModel.differentiable_step`), else REINFORCE
+        self.actor_grad = "reinforce" if (actor_grad == "auto" and self.discrete) else actor_grad
         self.horizon, self.gamma, self.lam, self.actent = horizon, gamma, lam, actent
         self.slowreg, self.slow_rate = slowreg, slow_rate
         self.retnorm_rate, self.retnorm_limit = retnorm_rate, retnorm_limit
@@ -219,16 +141,16 @@ class ActorCritic(Learner):
             start = start.reshape(-1)
         n = start.batch_shape[0]
         c0 = torch.ones(n, device=self.bins.device) if start_cont is None else start_cont.reshape(-1).float()
-        ctx = autocast if autocast is not None else _null()
+        ctx = autocast if autocast is not None else contextlib.nullcontext()
+        dyn = self.actor_grad == "dynamics" or (self.actor_grad == "auto" and wm.differentiable_step)
         with ctx, frozen(wm):  # the actor's gradient may flow through the model, never into it
-            if self.actor_grad == "dynamics":
+            if dyn:
                 traj = wm.imagine(start, lambda f: self.act(f.detach(), explore=True), self.horizon)
             else:
                 with torch.no_grad():
                     traj = wm.imagine(start, lambda f: self.act(f, explore=True), self.horizon)
         feats = traj.features.float()  # [H+1, N, F]
         rew, con = traj.rewards.float(), traj.conts.float()  # [H, N]
-        dyn = self.actor_grad == "dynamics"
         with ctx:
             # dynamics backprop: returns differentiate through v(s_t) too, into the features only (the
             # critic's own weight gradients come from the critic loss; computing them here is waste)
@@ -254,7 +176,7 @@ class ActorCritic(Learner):
         with ctx:
             d = self.dist(feats[:-1].detach())
         ent = d.entropy()
-        if self.actor_grad == "dynamics":
+        if dyn:
             objective = adv
         else:
             objective = d.log_prob(traj.actions[:-1].detach().float()) * adv.detach()
@@ -285,33 +207,3 @@ class ActorCritic(Learner):
     def update_slow(self) -> None:
         # slowvalue: {rate: 0.02, every: 1}
         torch._foreach_lerp_(list(self.slow_critic.parameters()), list(self.critic.parameters()), self.slow_rate)
-
-    def update(self, batch: Batch) -> dict[str, float]:
-        """Learner protocol: `batch` holds `world_model` (a WorldModel) and a real sequence batch
-        under the usual keys; starts are the posterior states of every step of it."""
-        wm = batch["world_model"]
-        with torch.no_grad():
-            start = wm.observe(batch["obs"], batch["action"], batch["is_first"])
-        cont = 1.0 - batch["terminated"].float() if "terminated" in batch else None
-        return self.imagine_and_update(wm, start, cont)
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
-
-
-def from_config(cfg: Any, feat_dim: int, action_space: gym.Space) -> ActorCritic:
-    keys = ("units", "layers", "horizon", "gamma", "lam", "actent", "slowreg", "slow_rate", "retnorm_rate", "retnorm_limit",
-            "perclo", "perchi", "unimix", "minstd", "maxstd", "actor_grad", "bins", "actor_opt", "critic_opt")
-    kw = {k: cfg[k] for k in keys if k in cfg and cfg[k] is not None}
-    unknown = [k for k in cfg if k not in keys]
-    if unknown:
-        raise ConfigError(f"actor_critic: unknown keys {unknown}; valid: {', '.join(keys)}")
-    for k in ("actor_opt", "critic_opt"):
-        if k in kw:
-            kw[k] = dict(kw[k])
-    return ActorCritic(feat_dim, action_space, **kw)

@@ -4,6 +4,8 @@ are the ones of `mbrl.learners.sac`.)"""
 from __future__ import annotations
 
 import torch
+
+from mbrl.errors import UserError
 from torch import nn
 
 from mbrl.models.nets import mlp
@@ -43,18 +45,10 @@ def aggregate_q(q: torch.Tensor, how: str = "min", beta: float = 1.0) -> torch.T
         return q.mean(0) - beta * q.std(0)
     if how == "mean":
         return q.mean(0)
-    raise ValueError(f"unknown Q aggregation {how!r}; valid: min, lcb, mean")
+    raise UserError(f"unknown Q aggregation q_agg={how!r}; valid: min, lcb, mean")
 
 
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     with torch.no_grad():
         torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
-
-
-def as_float(x: torch.Tensor) -> torch.Tensor:
-    return x.float().reshape(x.shape[0], -1) if x.dim() > 1 else x.float()
-
-
-def flat(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(-1).float()

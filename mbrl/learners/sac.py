@@ -16,6 +16,7 @@ from torch import nn
 
 from mbrl.data.batch import Batch
 from mbrl.learners.base import Learner, frozen
+from mbrl.learners.offline_nets import aggregate_q
 from mbrl.models.nets import ensemble_mlp, mlp
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -73,10 +74,14 @@ class SAC(Learner):
         learn_alpha: bool = True,
         target_entropy: Optional[float] = None,
         num_q: int = 2,
+        q_agg: str = "min",
+        lcb_beta: float = 1.0,
         actor_every: int = 1,
         device: str | torch.device = "cpu",
     ):
         super().__init__()
+        aggregate_q(torch.zeros(2, 1), q_agg)  # validates the name
+        self.q_agg, self.lcb_beta = q_agg, float(lcb_beta)
         self.obs_dim, self.action_dim = obs_dim, action_dim
         self.gamma, self.tau, self.actor_every = gamma, tau, actor_every
         self.learn_alpha = learn_alpha
@@ -108,7 +113,7 @@ class SAC(Learner):
     def critic_target_value(self, batch: Batch) -> torch.Tensor:
         with torch.no_grad():
             next_a, next_logp = self.actor(batch["next_obs"].float())
-            q_next = self.critic_target(batch["next_obs"].float(), next_a).min(0).values - self.alpha * next_logp
+            q_next = aggregate_q(self.critic_target(batch["next_obs"].float(), next_a), self.q_agg, self.lcb_beta) - self.alpha * next_logp
             cont = 1.0 - batch["terminated"].float()
             return batch["reward"].float() + self.gamma * cont * q_next
 

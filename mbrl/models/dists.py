@@ -143,16 +143,6 @@ class OneHotCategorical:
         return -(self.probs * self.logits).sum(-1)
 
 
-def sample_onehot_gumbel(logits: torch.Tensor) -> torch.Tensor:
-    """One-hot sample via the Gumbel-max trick (no multinomial call; fast for many categoricals),
-    straight-through gradient to softmax(logits)."""
-    probs = torch.softmax(logits.float(), -1)
-    u = torch.rand_like(probs).clamp_(1e-20, 1.0)
-    idx = (logits.float() - torch.log(-torch.log(u))).argmax(-1)
-    hard = F.one_hot(idx, probs.shape[-1]).to(probs.dtype)
-    return straight_through(hard, probs)
-
-
 def categorical_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
     """KL(p || q) between categoricals over the last dim, given (unnormalised) logits."""
     lp = torch.log_softmax(logits_p.float(), -1)
@@ -168,6 +158,13 @@ def kl_free_bits(kl: torch.Tensor, free: float) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------------------
 # continuous
+
+
+def soft_clamp_logvar(logvar: torch.Tensor, min_logvar: torch.Tensor, max_logvar: torch.Tensor) -> torch.Tensor:
+    """Log-variance softly kept between learned bounds (PETS / mbrl-lib): max - softplus(max - x),
+    then min + softplus(x - min)."""
+    logvar = max_logvar - F.softplus(max_logvar - logvar)
+    return min_logvar + F.softplus(logvar - min_logvar)
 
 
 class BoundedNormal:

@@ -17,17 +17,18 @@ elites):
 - ``ts1``: a fresh balanced random assignment every step (PETS TS1).
 - ``expectation``: every elite on every row; the next state is the mean of the members' means.
 
-Uncertainty (`uncertainty(state, action)`): returns the *epistemic* disagreement [B] — the norm
-over obs dims of the std across elites of the predicted next-obs means (in normalised units).
-The largest *aleatoric* std is returned by `aleatoric(state, action)` [B] — max over elites of
-the norm of the predicted std (MOPO's penalty) — and `uncertainty_terms(state, action)` gives both
-(`{"disagreement", "aleatoric"}`) from one forward pass. After a call to `uncertainty`,
-`last_aleatoric` holds the aleatoric value of the same call.
+Uncertainty (`uncertainty(state, action, names)`, native signals, one forward pass over the elites):
+`disagreement` [B] — the norm over obs dims of the std across elites of the predicted next-obs means
+(in normalised units); `aleatoric` [B] — max over elites of the norm of the predicted std (MOPO's
+penalty); `members` — every elite's mean next observation, reward and continue probability (MOBILE).
+
+Fitting is generic (mbrl/algos/model_fit.py: hold-out split, per-member bootstrap and early stopping,
+elites); this class supplies the hooks: `set_statistics` (normalisers), `member_scores`,
+`member_parameters`, `select_elites`. The optimiser belongs to the algorithm.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -37,14 +38,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from mbrl.data.batch import Batch
-from mbrl.models.base import State, WorldModel
+from mbrl.errors import UserError
+from mbrl.models import register
+from mbrl.models.base import Members, State, WorldModel, space_dims
+from mbrl.models.dists import soft_clamp_logvar
 from mbrl.models.nets import EnsembleLinear, ensemble_mlp, mlp
 
 PROPAGATIONS = ("ts_inf", "ts1", "expectation")
-
-
-class EnsembleConfigError(ValueError):
-    pass
 
 
 @dataclass
@@ -99,18 +99,18 @@ def _layer_params(lin: EnsembleLinear, members: Optional[torch.Tensor]) -> tuple
 CONST_LOGVAR = -40.0  # log-variance reported for constant targets (std 2e-9: no sampling noise)
 
 
-def soft_clamp_logvar(logvar: torch.Tensor, min_logvar: torch.Tensor, max_logvar: torch.Tensor) -> torch.Tensor:
-    logvar = max_logvar - F.softplus(max_logvar - logvar)
-    return min_logvar + F.softplus(logvar - min_logvar)
-
-
+@register("ensemble")
 class EnsembleModel(WorldModel):
     default_algo = "pets"
+    native_signals = frozenset({"disagreement", "aleatoric", "members"})
+    markov_obs = True
+    train_on = "transitions"
+    tiny = dict(ensemble_size=3, num_elites=2, hidden=16, layers=2, term_hidden=8)
 
     def __init__(
         self,
-        obs_dim: int,
-        action_dim: int,
+        obs_space,
+        action_space,
         ensemble_size: int = 5,
         num_elites: int = 5,
         hidden: int = 200,
@@ -120,36 +120,33 @@ class EnsembleModel(WorldModel):
         term_hidden: int = 64,
         weight_decay: float = 5e-5,
         logvar_bound_coef: float = 0.01,
-        lr: float = 1e-3,
         planning_dtype: str = "bfloat16",
         deterministic: bool = False,
         seed: Optional[int] = None,
     ):
         super().__init__()
         if propagation not in PROPAGATIONS:
-            raise EnsembleConfigError(f"unknown propagation {propagation!r}; valid: {', '.join(PROPAGATIONS)}")
+            raise UserError(f"model.propagation={propagation!r}; valid: {', '.join(PROPAGATIONS)}")
         if not 1 <= num_elites <= ensemble_size:
-            raise EnsembleConfigError(f"num_elites must be in [1, ensemble_size={ensemble_size}], got {num_elites}")
+            raise UserError(f"model.num_elites must be in [1, ensemble_size={ensemble_size}], got {num_elites}")
         if planning_dtype not in ("float32", "bfloat16"):
-            raise EnsembleConfigError(f"planning_dtype must be 'float32' or 'bfloat16', got {planning_dtype!r}")
+            raise UserError(f"model.planning_dtype must be 'float32' or 'bfloat16', got {planning_dtype!r}")
+        obs_dim, action_dim, self.discrete = space_dims(obs_space, action_space, "ensemble")
         self.obs_dim, self.action_dim = obs_dim, action_dim
         self.feat_dim = obs_dim  # features(state) are the (predicted) observations
         self.ensemble_size, self.num_elites = ensemble_size, num_elites
+        self.num_members = ensemble_size
         self.propagation = propagation
         self.learn_termination = learn_termination
-        self.weight_decay, self.logvar_bound_coef, self.lr = weight_decay, logvar_bound_coef, lr
+        self.weight_decay, self.logvar_bound_coef = weight_decay, logvar_bound_coef
         self.planning_dtype = getattr(torch, planning_dtype)
         self.deterministic = deterministic
         self.target_dim = obs_dim + 1  # [Δobs, reward]
         in_dim = obs_dim + action_dim
-        # hidden layers (`layers` of them) then one output layer: mean, logvar. With a seed the
-        # initial weights come from it too (without touching the global torch RNG), so that two
-        # models built with the same seed are identical wherever they are built
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
-            self.net = ensemble_mlp(ensemble_size, in_dim, 2 * self.target_dim, hidden=hidden, layers=layers, act=nn.SiLU)
-            self.term_net = mlp(obs_dim, 1, hidden=term_hidden, layers=2, act=nn.SiLU)
+        # hidden layers (`layers` of them) then one output layer: mean, logvar (the registry's
+        # from_config draws the initial weights from the run's seed)
+        self.net = ensemble_mlp(ensemble_size, in_dim, 2 * self.target_dim, hidden=hidden, layers=layers, act=nn.SiLU)
+        self.term_net = mlp(obs_dim, 1, hidden=term_hidden, layers=2, act=nn.SiLU)
         self.linears = [m for m in self.net if isinstance(m, EnsembleLinear)]
         self.min_logvar = nn.Parameter(-10.0 * torch.ones(self.target_dim))
         self.max_logvar = nn.Parameter(0.5 * torch.ones(self.target_dim))
@@ -159,8 +156,6 @@ class EnsembleModel(WorldModel):
         self.generator: Optional[torch.Generator] = None
         if seed is not None:
             self.generator = torch.Generator().manual_seed(seed)
-        self.optimizer = torch.optim.Adam(self.parameters(), lr=lr)
-        self.last_aleatoric: Optional[torch.Tensor] = None
         self._planning = False
         self._folded_key: Optional[tuple] = None
         self._folded: list[torch.Tensor] = []
@@ -236,11 +231,11 @@ class EnsembleModel(WorldModel):
         return self.term_net(xn).squeeze(-1)
 
     def _inputs(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return self.in_norm(torch.cat([obs.float(), action.float()], -1))
+        return self.in_norm(torch.cat([obs.float(), self.action_input(action)], -1))
 
     # ------------------------------------------------------------------ training
     def _targets(self, obs, action, next_obs, reward) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.cat([obs.float(), action.float()], -1)
+        x = torch.cat([obs.float(), self.action_input(action)], -1)
         y = torch.cat([next_obs.float() - obs.float(), reward.float().unsqueeze(-1)], -1)
         return x, y
 
@@ -273,126 +268,49 @@ class EnsembleModel(WorldModel):
             mse = (mse * m).sum(-1) / denom if mask is not None else mse.mean(-1)
         return loss, {"model/nll": float(nll_m.detach().mean()), "model/term_bce": float(bce_m.detach().mean()), "model/mse": float(mse.mean())}
 
-    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        """Sequence batch [B, T] in the buffer's stream layout (transition t -> t+1 valid where
-        not is_first[:, t+1]), or a transition batch [B] with `next_obs`. Every member sees the
-        same batch here (`fit` gives each member its own bootstrap sample)."""
-        if batch.reward.dim() == 1:
+    def backbone_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float], EnsembleState]:
+        """Transition batch with `next_obs`: rows [N] (every member sees every row) or per-member rows
+        [E, N] (a bootstrap: member e trains on row set e); or a sequence batch [B, T] in the buffer's
+        stream layout (transition t -> t+1 valid where not is_first[:, t+1]). Posterior states: the
+        observations themselves."""
+        post = self._state(batch.obs)
+        if "next_obs" in batch:
             x, y = self._targets(batch.obs, batch.action, batch.next_obs, batch.reward)
-            return self._transition_loss(x, y, batch.terminated)
+            return (*self._transition_loss(x, y, batch.terminated), post)
         obs, act = batch.obs[:, :-1], batch.action[:, :-1]
         x, y = self._targets(obs, act, batch.obs[:, 1:], batch.reward[:, 1:])
         mask = ~batch.is_first[:, 1:].bool()
         d = x.shape[-1]
-        return self._transition_loss(x.reshape(-1, d), y.reshape(-1, y.shape[-1]), batch.terminated[:, 1:].reshape(-1), mask.reshape(-1))
+        return (*self._transition_loss(x.reshape(-1, d), y.reshape(-1, y.shape[-1]), batch.terminated[:, 1:].reshape(-1), mask.reshape(-1)), post)
+
+    # ------------------------------------------------------------------ fitting hooks (mbrl/algos/model_fit.py)
+    @torch.no_grad()
+    def set_statistics(self, data: Batch) -> None:
+        """Input and target normalisers from the training transitions [N]."""
+        x, y = self._targets(data.obs, data.action, data.next_obs, data.reward)
+        self.in_norm.set(x)
+        self.target_norm.set(y)
 
     @torch.no_grad()
-    def _val_scores(self, x: torch.Tensor, y: torch.Tensor, term: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-        """Per-member held-out score [E]: MSE of the mean in normalised target units (+ BCE of termination)."""
-        tot = torch.zeros(self.ensemble_size, device=x.device)
+    def member_scores(self, data: Batch, chunk: int = 8192) -> torch.Tensor:
+        """Per-member held-out score [E]: MSE of the mean in normalised target units."""
+        dev = self.elites.device
+        x, y = self._targets(data.obs.to(dev), data.action.to(dev), data.next_obs.to(dev), data.reward.to(dev))
+        tot = torch.zeros(self.ensemble_size, device=dev)
         for s in range(0, x.shape[0], chunk):
             xn = self.in_norm(x[s : s + chunk]).unsqueeze(0).expand(self.ensemble_size, -1, -1)
             yn = self.target_norm(y[s : s + chunk])
             mean, _ = self._forward(xn)
             tot += ((mean - yn) ** 2).mean(-1).sum(-1)
-        return tot / x.shape[0]
+        return tot / max(x.shape[0], 1)
 
-    def fit(
-        self,
-        data: Batch,
-        epochs: int = 50,
-        batch_size: int = 256,
-        holdout_ratio: float = 0.2,
-        max_holdout: int = 5000,
-        patience: int = 5,
-        improvement: float = 0.01,
-        bootstrap: bool = True,
-        max_updates: Optional[int] = None,
-        min_updates: int = 0,
-    ) -> dict[str, float]:
-        """Train on transitions `data` (obs, action, reward, next_obs, terminated; [N]) for up to
-        `epochs` epochs with a held-out split: each member its own bootstrap sample; early stop
-        when no member improved its held-out score by `improvement` (relative) for `patience`
-        epochs; each member's best weights are restored; elites = best `num_elites` on held-out."""
-        dev = next(self.parameters()).device
-        x, y = self._targets(data.obs.to(dev), data.action.to(dev), data.next_obs.to(dev), data.reward.to(dev))
-        term = data.terminated.to(dev).float()
-        n = x.shape[0]
-        g = self.generator
-        perm = torch.randperm(n, generator=g).to(dev)
-        n_val = min(int(n * holdout_ratio), max_holdout) if n >= 10 else 0
-        val_idx, tr_idx = perm[:n_val], perm[n_val:]
-        self.in_norm.set(x[tr_idx])
-        self.target_norm.set(y[tr_idx])
-        ntr = tr_idx.numel()
-        E = self.ensemble_size
-        best = self._val_scores(x[val_idx], y[val_idx], term[val_idx]) if n_val else None
-        best_state = copy.deepcopy(self._member_params()) if n_val else None
-        since, updates, epoch = 0, 0, 0
-        metrics: dict[str, float] = {}
-        self.train()
-        per_epoch = max(1, -(-ntr // batch_size))
-        epochs = max(int(epochs), -(-int(min_updates) // per_epoch))
-        for epoch in range(epochs):
-            if bootstrap:
-                idx = torch.randint(ntr, (E, ntr), generator=g).to(dev)
-            else:
-                idx = torch.stack([torch.randperm(ntr, generator=g) for _ in range(E)]).to(dev)
-            idx = tr_idx[idx]
-            for s in range(0, ntr, batch_size):
-                bi = idx[:, s : s + batch_size]  # [E, b]
-                loss, metrics = self._transition_loss(x[bi], y[bi], term[bi])
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                updates += 1
-                if max_updates is not None and updates >= max_updates:
-                    break
-            if max_updates is not None and updates >= max_updates:
-                break
-            if n_val:
-                score = self._val_scores(x[val_idx], y[val_idx], term[val_idx])
-                improved = (best - score) / best.clamp(min=1e-12) > improvement
-                if improved.any():
-                    self._copy_members_into(best_state, improved)
-                    best = torch.where(improved, score, best)
-                    since = 0
-                else:
-                    since += 1
-                    if since >= patience and updates >= min_updates:
-                        break
-        if n_val:
-            self._load_member_params(best_state)
-            order = torch.argsort(best)
-            self.elites.copy_(order[: self.num_elites].sort().values)
-            metrics["model/val_score"] = float(best[self.elites].mean())
-        metrics.update({"model/epochs": float(epoch + 1), "model/updates": float(updates), "model/train_size": float(ntr)})
-        self.eval()
-        return metrics
+    def member_parameters(self) -> list[torch.Tensor]:
+        """The members' weights and biases (leading dim E)."""
+        return [p for lin in self.linears for p in (lin.weight, lin.bias)]
 
     @torch.no_grad()
-    def select_elites(self, data: Batch) -> torch.Tensor:
-        """Score every member on held-out transitions `data` and keep the best `num_elites`;
-        returns the per-member scores [E] (lower is better)."""
-        dev = self.elites.device
-        x, y = self._targets(data.obs.to(dev), data.action.to(dev), data.next_obs.to(dev), data.reward.to(dev))
-        scores = self._val_scores(x, y, data.terminated.to(dev).float())
+    def select_elites(self, scores: torch.Tensor) -> None:
         self.elites.copy_(torch.argsort(scores)[: self.num_elites].sort().values)
-        return scores
-
-    def _member_params(self) -> list[torch.Tensor]:
-        return [p.detach().clone() for lin in self.linears for p in (lin.weight, lin.bias)]
-
-    def _copy_members_into(self, store: list[torch.Tensor], which: torch.Tensor) -> None:
-        cur = [p for lin in self.linears for p in (lin.weight, lin.bias)]
-        for s, p in zip(store, cur):
-            s[which] = p.detach()[which]
-
-    @torch.no_grad()
-    def _load_member_params(self, store: list[torch.Tensor]) -> None:
-        cur = [p for lin in self.linears for p in (lin.weight, lin.bias)]
-        for s, p in zip(store, cur):
-            p.copy_(s)
 
     # ------------------------------------------------------------------ WorldModel protocol
     def initial_members(self, batch_size: int, device=None) -> torch.Tensor:
@@ -413,15 +331,19 @@ class EnsembleModel(WorldModel):
     def initial(self, batch_size: int) -> EnsembleState:
         return self._state(torch.zeros(batch_size, self.obs_dim, device=self.elites.device))
 
-    def start_states(self, obs: torch.Tensor) -> EnsembleState:
-        """States for real observations obs [B, D] (members in TS∞ block layout)."""
-        return self._state(obs)
+    def repeat_particles(self, state: EnsembleState, n: int) -> EnsembleState:
+        """n copies (copy-major) with members in contiguous TS∞ blocks over all rows: with particles as
+        copies, each candidate sees every member equally often and a step needs no gather."""
+        out = state.tile(n)
+        out.member = self.initial_members(out.member.numel(), out.member.device).reshape(out.member.shape)
+        return out
 
     @contextlib.contextmanager
-    def planning(self, enabled: bool = True):
-        """Inside this context `step` runs its matmuls in `planning_dtype` (bf16 by default)."""
+    def inference(self):
+        """Inside this context a no-grad `step` runs the folded planning kernel with its matmuls in
+        `planning_dtype` (bf16 by default)."""
         prev = self._planning
-        self._planning = enabled
+        self._planning = True
         try:
             yield
         finally:
@@ -494,43 +416,29 @@ class EnsembleModel(WorldModel):
         return state.obs
 
     @torch.no_grad()
-    def uncertainty_terms(self, state: EnsembleState, action: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{"disagreement": std across elites of the predicted next-obs means (norm over dims,
-        normalised units) [B], "aleatoric": max over elites of the norm of the predicted std [B]}."""
+    def native_uncertainty(self, state: EnsembleState, action: torch.Tensor, names) -> dict[str, Any]:
+        """From one forward pass over the elites: `disagreement` (std across elites of the predicted
+        next-obs means, norm over dims, normalised units) [B], `aleatoric` (max over elites of the norm
+        of the predicted std) [B], `members` (each elite's mean next obs, reward, continue prob)."""
         lead = state.obs.shape[:-1]
         xn = self._inputs(state.obs.reshape(-1, self.obs_dim), action.reshape(-1, action.shape[-1]))
         K = self.num_elites
         mean, logvar = self._forward(xn.unsqueeze(0).expand(K, -1, -1), self.elites if K < self.ensemble_size else None)
         d = self.obs_dim
-        dis = mean[..., :d].std(0, unbiased=False).norm(dim=-1) if K > 1 else torch.zeros(mean.shape[1], device=mean.device)
-        ale = torch.exp(0.5 * logvar[..., :d]).norm(dim=-1).amax(0)
-        return {"disagreement": dis.reshape(lead), "aleatoric": ale.reshape(lead)}
-
-    def uncertainty(self, state: EnsembleState, action: torch.Tensor) -> torch.Tensor:
-        terms = self.uncertainty_terms(state, action)
-        self.last_aleatoric = terms["aleatoric"]
-        return terms["disagreement"]
-
-    def aleatoric(self, state: EnsembleState, action: torch.Tensor) -> torch.Tensor:
-        return self.uncertainty_terms(state, action)["aleatoric"]
-
-    def state_dict(self, *args, **kwargs):  # type: ignore[override]
-        """Includes the optimiser state (under "_optimizer") so a checkpoint resumes exactly."""
-        sd = super().state_dict(*args, **kwargs)
-        sd["_optimizer"] = self.optimizer.state_dict()
-        return sd
-
-    def load_state_dict(self, sd, strict: bool = True):  # type: ignore[override]
-        sd = dict(sd)
-        opt = sd.pop("_optimizer", None)
-        out = super().load_state_dict(sd, strict=strict)
-        if opt is not None:
-            self.optimizer.load_state_dict(opt)
+        out: dict[str, Any] = {}
+        for name in names:
+            if name == "disagreement":
+                dis = mean[..., :d].std(0, unbiased=False).norm(dim=-1) if K > 1 else torch.zeros(mean.shape[1], device=mean.device)
+                out[name] = dis.reshape(lead)
+            elif name == "aleatoric":
+                out[name] = torch.exp(0.5 * logvar[..., :d]).norm(dim=-1).amax(0).reshape(lead)
+            elif name == "members":
+                y = self.target_norm.inverse(mean)
+                nxt = state.obs.reshape(1, -1, d).float() + y[..., :d]
+                cont = 1.0 - torch.sigmoid(self.term_logit(nxt)).float() if self.learn_termination else torch.ones_like(y[..., d])
+                out[name] = Members(features=nxt.reshape(K, *lead, d), reward=y[..., d].reshape(K, *lead), cont=cont.reshape(K, *lead))
         return out
 
-
-def from_config(cfg: Any, obs_dim: int, action_dim: int, seed: Optional[int] = None) -> EnsembleModel:
-    """Build from the `model` config group (configs/model/ensemble.yaml)."""
-    keys = ("ensemble_size", "num_elites", "hidden", "layers", "propagation", "learn_termination", "term_hidden", "weight_decay", "logvar_bound_coef", "lr", "planning_dtype", "deterministic")
-    kw = {k: cfg[k] for k in keys if k in cfg}
-    return EnsembleModel(obs_dim, action_dim, seed=seed, **kw)
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # checkpoints from when the model held its optimiser
+        state_dict.pop(prefix + "_optimizer", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -7,7 +7,8 @@ from typing import Optional
 import torch
 
 from mbrl.planners.base import Planner, ScoreFn
-from mbrl.planners.common import PlannerConfigError, as_bounds, safe_score, shifted_mean
+from mbrl.planners.common import as_bounds, safe_score, shifted_mean
+from mbrl.errors import UserError
 
 
 def truncated_normal_(t: torch.Tensor, generator: Optional[torch.Generator], limit: float = 2.0) -> torch.Tensor:
@@ -36,7 +37,7 @@ class CEM(Planner):
     ):
         super().__init__(action_dim, device, seed)
         if population < 2 or iterations < 1 or not 0 < elite_ratio <= 1:
-            raise PlannerConfigError(f"need population >= 2, iterations >= 1, 0 < elite_ratio <= 1; got {population}, {iterations}, {elite_ratio}")
+            raise UserError(f"need population >= 2, iterations >= 1, 0 < elite_ratio <= 1; got {population}, {iterations}, {elite_ratio}")
         self.population, self.iterations = population, iterations
         self.num_elites = max(1, int(round(elite_ratio * population)))
         self.alpha, self.init_std, self.return_mean_elites = alpha, init_std, return_mean_elites

@@ -6,17 +6,16 @@ from typing import Optional
 import torch
 
 from mbrl.planners.base import ScoreFn
+from mbrl.errors import UserError
 
 
-class PlannerConfigError(ValueError):
-    pass
 
 
 def as_bounds(low, high, action_dim: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     lo = torch.as_tensor(low, dtype=torch.float32, device=device).expand(action_dim).clone()
     hi = torch.as_tensor(high, dtype=torch.float32, device=device).expand(action_dim).clone()
     if not bool((hi > lo).all()):
-        raise PlannerConfigError(f"action_high must exceed action_low in every dim; got low={lo.tolist()} high={hi.tolist()}")
+        raise UserError(f"action_high must exceed action_low in every dim; got low={lo.tolist()} high={hi.tolist()}")
     return lo, hi
 
 

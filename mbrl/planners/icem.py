@@ -14,7 +14,8 @@ from typing import Optional
 import torch
 
 from mbrl.planners.base import Planner, ScoreFn
-from mbrl.planners.common import PlannerConfigError, as_bounds, safe_score, shifted_mean
+from mbrl.planners.common import as_bounds, safe_score, shifted_mean
+from mbrl.errors import UserError
 
 
 def colored_noise(beta: float, shape: tuple[int, int, int], generator: Optional[torch.Generator] = None, device="cpu") -> torch.Tensor:
@@ -61,7 +62,7 @@ class ICEM(Planner):
     ):
         super().__init__(action_dim, device, seed)
         if population < 2 or iterations < 1 or not 1 <= num_elites <= population or population_decay < 1 or not 0 <= keep_elites <= 1:
-            raise PlannerConfigError(
+            raise UserError(
                 f"need population >= 2, iterations >= 1, 1 <= num_elites <= population, population_decay >= 1, 0 <= keep_elites <= 1; "
                 f"got {population}, {iterations}, {num_elites}, {population_decay}, {keep_elites}"
             )

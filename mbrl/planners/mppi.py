@@ -8,7 +8,8 @@ from typing import Optional
 import torch
 
 from mbrl.planners.base import Planner, ScoreFn
-from mbrl.planners.common import PlannerConfigError, as_bounds, safe_score, shifted_mean
+from mbrl.planners.common import as_bounds, safe_score, shifted_mean
+from mbrl.errors import UserError
 
 
 class MPPI(Planner):
@@ -25,7 +26,7 @@ class MPPI(Planner):
     ):
         super().__init__(action_dim, device, seed)
         if population < 1 or iterations < 1 or gamma <= 0 or sigma <= 0 or not 0 < beta <= 1:
-            raise PlannerConfigError(f"need population >= 1, iterations >= 1, gamma > 0, sigma > 0, 0 < beta <= 1; got {population}, {iterations}, {gamma}, {sigma}, {beta}")
+            raise UserError(f"need population >= 1, iterations >= 1, gamma > 0, sigma > 0, 0 < beta <= 1; got {population}, {iterations}, {gamma}, {sigma}, {beta}")
         self.population, self.iterations, self.gamma, self.sigma, self.beta = population, iterations, gamma, sigma, beta
 
     @torch.no_grad()

@@ -6,14 +6,15 @@ from typing import Optional
 import torch
 
 from mbrl.planners.base import Planner, ScoreFn
-from mbrl.planners.common import PlannerConfigError, as_bounds, safe_score, shifted_mean
+from mbrl.planners.common import as_bounds, safe_score, shifted_mean
+from mbrl.errors import UserError
 
 
 class RandomShooting(Planner):
     def __init__(self, action_dim: int, population: int = 1000, device="cpu", seed: Optional[int] = None):
         super().__init__(action_dim, device, seed)
         if population < 1:
-            raise PlannerConfigError(f"population must be >= 1, got {population}")
+            raise UserError(f"population must be >= 1, got {population}")
         self.population = population
 
     @torch.no_grad()

@@ -1,0 +1,227 @@
+"""The single config source: `configs/` composed by hydra, plus the rules hydra's defaults cannot express.
+
+    cfg = mbrl.config.compose(["env=toy/point", "model=rssm", "algo=pets"])   # as the CLI does
+    algo = mbrl.train.build(cfg)
+
+Groups: `model` (backbones), `algo`, `planner`, `learner`, `sweep`. An algo config composes shared
+blocks with hydra defaults lists (`configs/algo/_shared/*.yaml`: the model fit, the offline and the
+model-based offline keys) and names what it uses:
+- `uses: [model, planner, learner]` — the groups it builds; naming another (`model=rssm algo=sac`) is
+  an error, not silently ignored;
+- `default_model`, `default_planner`, `default_learner` — implied when the user names none (and a
+  model implies its `default_algo`: `model=rssm` -> dreamer);
+- `suites: {<suite>: {key: value}}` — per-suite defaults (`model.x` keys go to the model);
+- `group_defaults: {<group>: {<option>: {key: value}}}` — defaults for another group's option
+  (MBPO's `ensemble: {propagation: ts1}`, RAVL's `sac: {num_q: 10}`).
+All of these sit below the user's overrides: a key set on the command line always wins.
+Every key is defined in one file; `validate_overrides` checks names and keys before hydra starts so a
+mistake gets one line.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from mbrl.errors import UserError
+from mbrl.paths import config_dir
+
+CONFIG_DIR: Path = config_dir()
+GROUPS = ("model", "algo", "planner", "learner", "sweep")
+#: groups an algo may use, in the order they are implied
+USES = ("model", "planner", "learner")
+NONE = ("null", "none", "None")
+
+
+def group_options(group: str) -> list[str]:
+    d = CONFIG_DIR / group
+    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+
+def _check_option(group: str, name: str) -> None:
+    if name not in group_options(group):
+        raise UserError(f"unknown {group} {name!r}; valid: {', '.join(group_options(group)) or '(none)'}")
+
+
+def _hydra_compose(config_name: str, overrides: list[str]) -> Any:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside a hydra app (the CLI): its search path is ours
+        return compose(config_name=config_name, overrides=overrides)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+_GROUP_CACHE: dict[tuple[str, str], Any] = {}
+
+
+def load_group(group: str, name: str) -> Any:
+    """The config of one group option, with its hydra defaults list composed (a DictConfig)."""
+    from omegaconf import OmegaConf
+
+    _check_option(group, name)
+    key = (group, name)
+    if key not in _GROUP_CACHE:
+        _GROUP_CACHE[key] = OmegaConf.to_container(_hydra_compose(f"{group}/{name}", [])[group], resolve=False)
+    return OmegaConf.create(_GROUP_CACHE[key])
+
+
+def base_keys() -> set[str]:
+    from omegaconf import OmegaConf
+
+    return set(OmegaConf.load(CONFIG_DIR / "config.yaml").keys()) - {"defaults", "hydra"}
+
+
+def _is_simple_list(value: str) -> bool:
+    return not re.search(r"[()\[\]{}]", value)
+
+
+def _keys_of(cfg: Any, prefix: str = "") -> set[str]:
+    """All dotted key paths of a config."""
+    from omegaconf import DictConfig
+
+    out = set()
+    for k, v in cfg.items():
+        path = f"{prefix}{k}"
+        out.add(path)
+        if isinstance(v, DictConfig):
+            out |= _keys_of(v, path + ".")
+    return out
+
+
+def implied(chosen: dict[str, Optional[str]]) -> dict[str, Optional[str]]:
+    """Fill in the implied groups of a set of choices: the algo a model implies (else the config's
+    `default_algo`), then the model / planner / learner the algo implies."""
+    from omegaconf import OmegaConf
+
+    out = dict(chosen)
+    if not out.get("algo"):
+        default = str(OmegaConf.load(CONFIG_DIR / "config.yaml").default_algo)
+        out["algo"] = (load_group("model", out["model"]).get("default_algo") if out.get("model") else None) or default
+    algo = load_group("algo", out["algo"])
+    for g in USES:
+        if not out.get(g) and algo.get(f"default_{g}"):
+            out[g] = str(algo.get(f"default_{g}"))
+    return out
+
+
+def check_uses(choices: dict[str, Optional[str]]) -> None:
+    """A group named for an algo that does not use it is a mistake (`model=rssm algo=sac`)."""
+    algo = choices["algo"]
+    uses = set(load_group("algo", algo).get("uses") or [])
+    for g in USES:
+        if choices.get(g) and g not in uses:
+            users = [a for a in group_options("algo") if g in (load_group("algo", a).get("uses") or [])]
+            raise UserError(f"algo={algo} uses no {g}; drop {g}={choices[g]} (algos with a {g}: {', '.join(users)})")
+
+
+def validate_overrides(argv: list[str]) -> list[str]:
+    """Check names and keys before hydra starts, so mistakes get one line (UserError). Returns the
+    group choices to add for hydra: `algo=dreamer` when `model=rssm algo.x=...` leaves the algo implied."""
+    top = base_keys()
+    chosen: dict[str, list[str]] = {}
+    pairs = []
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        if key.startswith(("+", "~")) or key.startswith("hydra"):
+            continue
+        pairs.append((key, value))
+        if key in GROUPS:
+            names = [v.strip() for v in value.split(",")] if _is_simple_list(value) else []
+            for name in names:
+                if name not in NONE:
+                    _check_option(key, name)
+            chosen[key] = [n for n in names if n not in NONE]
+    # every combination of the named options, with what each implies
+    combos: list[dict[str, Optional[str]]] = [{}]
+    for g in ("model", "algo", *USES[1:]):
+        combos = [dict(c, **{g: n}) for c in combos for n in (chosen.get(g) or [None])]
+    combos = [implied(c) for c in combos]
+    for c in combos:
+        check_uses(c)
+    extra = []
+    for head in GROUPS:
+        if chosen.get(head) or head == "sweep":
+            continue
+        names = sorted({c[head] for c in combos if c.get(head)})
+        if any(k.startswith(head + ".") for k, _ in pairs) and len(names) == 1:
+            chosen[head] = names
+            extra.append(f"{head}={names[0]}")
+    for key, value in pairs:
+        head = key.split(".", 1)[0]
+        if key == "env" and _is_simple_list(value):
+            for name in value.split(","):
+                check_env_name(name.strip())
+        if head in GROUPS and head != "sweep" and "." in key:
+            names = chosen.get(head, [])
+            if not names:
+                raise UserError(f"{key!r} sets a {head} key, but no {head} is named or implied; add {head}=<name> (valid: {', '.join(group_options(head))})")
+            for name in names:
+                valid = _keys_of(load_group(head, name))
+                sub = key.split(".", 1)[1]
+                if sub not in valid:
+                    top_keys = sorted(k for k in valid if "." not in k)
+                    raise UserError(f"unknown key {key!r} for {head}={name}; valid: {', '.join(top_keys)}")
+        elif head not in GROUPS and head not in top:
+            raise UserError(f"unknown key {key!r}; valid: {', '.join(sorted(top | set(GROUPS)))} (prefix with + to add a new key)")
+        elif head in top and "." in key and head != "env_kwargs":
+            raise UserError(f"{head!r} is not a group of keys; use {head}=<value>")
+    return extra
+
+
+def check_env_name(name: str) -> None:
+    """Fail early on an unknown suite or task (datasets are checked when loaded)."""
+    import envs
+
+    suite = name.split("/", 1)[0] if "/" in name else None
+    if suite in ("d4rl", "minari"):
+        return
+    envs.check(name)
+
+
+def _user_keys(overrides: Iterable[str]) -> set[str]:
+    return {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
+
+
+def finalize(cfg: Any, overrides: list[str]) -> Any:
+    """Fill in what hydra's defaults cannot express (see the module docstring) on a composed config;
+    `overrides` are the user's (they win over everything filled in here)."""
+    from omegaconf import OmegaConf, open_dict
+
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    user = _user_keys(overrides)
+    with open_dict(cfg):
+        choices = {g: (str(cfg[g].name) if cfg.get(g) is not None and cfg[g].get("name") else None) for g in ("model", "algo", *USES[1:])}
+        full = implied(choices)
+        check_uses(full)
+        for g in ("algo", *USES):
+            if cfg.get(g) is None and full.get(g):
+                cfg[g] = load_group(g, full[g])
+                for o in overrides:  # a user key of a group hydra did not load (multirun over algos)
+                    if o.split("=", 1)[0].startswith(g + "."):
+                        cfg.merge_with(OmegaConf.from_dotlist([o]))
+        suite = str(cfg.env).split("/", 1)[0]
+        for k, v in ((cfg.algo.get("suites") or {}).get(suite) or {}).items():
+            # `model.x` keys go to the model; everything else is an algo key (loop keys such
+            # as steps/train_ratio live in the algo config; a top-level `steps=` still wins)
+            path = k if k.startswith("model.") else f"algo.{k}"
+            if path not in user and k not in user:
+                OmegaConf.update(cfg, path, v, merge=True)
+        for g, per_option in (cfg.algo.get("group_defaults") or {}).items():
+            if cfg.get(g) is None:
+                continue
+            for k, v in (per_option.get(str(cfg[g].name)) or {}).items():
+                if f"{g}.{k}" not in user:
+                    OmegaConf.update(cfg, f"{g}.{k}", v, merge=True)
+    return cfg
+
+
+def compose(overrides: Iterable[str] = ()) -> Any:
+    """The full config of a run, as `python -m mbrl.train <overrides>` builds it (no run dir, no hydra app)."""
+    overrides = list(overrides)
+    extra = validate_overrides(overrides)
+    cfg = _hydra_compose("config", overrides + extra)
+    return finalize(cfg, overrides)
