@@ -1,9 +1,24 @@
 import pytest
 import torch
 
+from mbrl.algos.model_fit import ModelFitter
 from mbrl.data.batch import Batch
-from mbrl.models.ensemble import EnsembleModel, EnsembleState
 from mbrl.errors import UserError
+from mbrl.models.ensemble import EnsembleModel, EnsembleState
+
+
+def build(seed=None, **kw):
+    """An ensemble for 1-D obs / actions through the registry's constructor (the seed fixes the init)."""
+    return EnsembleModel.from_config(kw, 1, 1, seed=seed)
+
+
+def fit(m, data, seed=0, lr=1e-3, **kw):
+    return ModelFitter(m, seed=seed, opt={"lr": lr}, **kw).fit_transitions(data)
+
+
+def states(m, obs):
+    """States of real observations [B, D] (as `observe` gives them; members in TS∞ blocks)."""
+    return m.observe(obs.unsqueeze(1), torch.zeros(obs.shape[0], 1, 1), torch.ones(obs.shape[0], 1, dtype=torch.bool))[:, 0]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: see conftest
@@ -30,15 +45,15 @@ def make_data(n, lo=-1.0, hi=1.0, seed=0, noise=0.02):
 @pytest.fixture(scope="module")
 def fitted():
     torch.manual_seed(0)
-    m = EnsembleModel(1, 1, ensemble_size=5, num_elites=4, hidden=64, layers=3, seed=0)
-    metrics = m.fit(make_data(3000), epochs=60, batch_size=128, patience=8)
+    m = build(0, ensemble_size=5, num_elites=4, hidden=64, layers=3)
+    metrics = fit(m, make_data(3000), epochs=60, batch_size=128, patience=8)
     return m, metrics
 
 
 def test_fits_nonlinear_function(fitted):
     m, metrics = fitted
     test = make_data(500, seed=1, noise=0.0)
-    s = m.start_states(test.obs)
+    s = states(m, test.obs)
     m.deterministic = True
     try:
         nxt = m.step(s, test.action)
@@ -58,37 +73,47 @@ def test_uncertainty_grows_off_data(fitted):
     m, _ = fitted
     on = make_data(300, seed=2)
     off = make_data(300, lo=3.0, hi=4.0, seed=3)
-    u_on = m.uncertainty(m.start_states(on.obs), on.action)
-    ale_on = m.last_aleatoric
-    u_off = m.uncertainty(m.start_states(off.obs), off.action)
+    on_u = m.uncertainty(states(m, on.obs), on.action)
+    u_on, ale_on = on_u["disagreement"], on_u["aleatoric"]
+    u_off = m.uncertainty(states(m, off.obs), off.action, ["disagreement"])["disagreement"]
     assert u_on.shape == (300,) and ale_on.shape == (300,)
     assert u_off.mean() > 5 * u_on.mean()
-    terms = m.uncertainty_terms(m.start_states(off.obs), off.action)
-    assert set(terms) == {"disagreement", "aleatoric"}
-    assert torch.allclose(terms["aleatoric"], m.aleatoric(m.start_states(off.obs), off.action))
+    assert m.signals == {"disagreement", "aleatoric", "members"}
+    terms = m.uncertainty(states(m, off.obs), off.action)
+    assert torch.allclose(terms["aleatoric"], m.uncertainty(states(m, off.obs), off.action, ["aleatoric"])["aleatoric"])
+    # members: every elite's mean next observation and reward, the disagreement is their spread
+    mem = terms["members"]
+    assert mem.features.shape == (4, 300, 1) and mem.reward.shape == (4, 300) and mem.cont.shape == (4, 300)
+    m.deterministic = True
+    try:
+        mean_next = m.step(states(m, off.obs), off.action).obs
+    finally:
+        m.deterministic = False
+    assert torch.allclose(mem.features[0, :75], mean_next[:75], atol=1e-4)  # row block 0 uses elite 0
 
 
 def test_elites_chosen_on_held_out(fitted):
     m, _ = fitted
-    m2 = EnsembleModel(1, 1, ensemble_size=5, num_elites=4, hidden=64, layers=3)
+    m2 = build(ensemble_size=5, num_elites=4, hidden=64, layers=3)
     m2.load_state_dict(m.state_dict())
     with torch.no_grad():
         m2.linears[0].weight[2] += 3.0 * torch.randn_like(m2.linears[0].weight[2])
-    scores = m2.select_elites(make_data(500, seed=4))
+    scores = m2.member_scores(make_data(500, seed=4))
+    m2.select_elites(scores)
     assert scores.argmax().item() == 2
     assert 2 not in m2.elites.tolist() and len(m2.elites) == 4
     # propagation uses only elites: the broken member never influences a step
-    s = m2.start_states(torch.zeros(8, 1))
+    s = states(m2, torch.zeros(8, 1))
     assert m2.step(s, torch.zeros(8, 1)).member.max() < 4
 
 
 @pytest.mark.parametrize("prop", ["ts_inf", "ts1", "expectation"])
 def test_propagation_modes(fitted, prop):
     m, _ = fitted
-    m2 = EnsembleModel(1, 1, ensemble_size=5, num_elites=4, hidden=64, layers=3, propagation=prop, seed=1)
+    m2 = build(1, ensemble_size=5, num_elites=4, hidden=64, layers=3, propagation=prop)
     m2.load_state_dict(m.state_dict())
     B = 40
-    s = m2.start_states(torch.full((B, 1), 0.2))
+    s = states(m2, torch.full((B, 1), 0.2))
     s1 = m2.step(s, torch.zeros(B, 1))
     assert s1.obs.shape == (B, 1) and s1.reward.shape == (B,) and s1.terminated.shape == (B,)
     if prop == "ts_inf":
@@ -114,10 +139,10 @@ def test_bf16_planning_close_to_fp32(fitted):
     m, _ = fitted
     m.deterministic = True
     try:
-        s = m.start_states(torch.linspace(-1, 1, 100).unsqueeze(-1))
+        s = states(m, torch.linspace(-1, 1, 100).unsqueeze(-1))
         a = torch.zeros(100, 1)
         ref = m.step(s, a)
-        with m.planning():
+        with torch.no_grad(), m.inference():
             low = m.step(s, a)
     finally:
         m.deterministic = False
@@ -127,6 +152,7 @@ def test_bf16_planning_close_to_fp32(fitted):
 def test_sequence_loss_and_training_step():
     torch.manual_seed(0)
     m = EnsembleModel(2, 1, ensemble_size=3, num_elites=2, hidden=32, layers=2)
+    assert m.num_members == 3 and m.train_on == "transitions" and m.markov_obs
     B, T = 8, 5
     obs = torch.randn(B, T, 2)
     batch = Batch(
@@ -135,8 +161,9 @@ def test_sequence_loss_and_training_step():
     )
     batch.is_first[:, 0] = True
     batch.is_first[0, 3] = True  # an episode boundary inside a chunk is masked out
-    loss, metrics = m.loss(batch)
+    loss, metrics, post = m.loss(batch)
     assert loss.dim() == 0 and torch.isfinite(loss)
+    assert post.batch_shape == (B, T) and torch.equal(m.features(post), obs)
     loss.backward()
     assert all(p.grad is not None for p in m.net.parameters())
     assert {"model/nll", "model/term_bce", "model/mse"} <= set(metrics)
@@ -147,16 +174,21 @@ def test_bad_config():
         EnsembleModel(2, 1, propagation="ts2")
     with pytest.raises(UserError):
         EnsembleModel(2, 1, ensemble_size=3, num_elites=5)
+    with pytest.raises(UserError, match=r"model=ensemble: unknown keys \['hiden'\]; valid: .*hidden"):
+        build(hiden=3)
+    import gymnasium as gym
+    with pytest.raises(UserError, match="needs vector observations"):
+        EnsembleModel(gym.spaces.Box(0, 255, (3, 8, 8)), 1)
 
 
 def test_same_seed_same_model_and_fit():
     # the seed fixes the initial weights as well as the fit's split, bootstraps and particle noise
     torch.manual_seed(1)
-    a = EnsembleModel(1, 1, ensemble_size=3, num_elites=2, hidden=16, layers=2, seed=3)
+    a = build(3, ensemble_size=3, num_elites=2, hidden=16, layers=2)
     torch.manual_seed(2)
-    b = EnsembleModel(1, 1, ensemble_size=3, num_elites=2, hidden=16, layers=2, seed=3)
+    b = build(3, ensemble_size=3, num_elites=2, hidden=16, layers=2)
     data = make_data(200)
-    ma, mb = a.fit(data, epochs=3, batch_size=64), b.fit(data, epochs=3, batch_size=64)
+    ma, mb = fit(a, data, seed=3, epochs=3, batch_size=64), fit(b, data, seed=3, epochs=3, batch_size=64)
     assert ma == mb
     for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
         if torch.is_tensor(v):
@@ -167,11 +199,11 @@ def test_min_updates_on_small_data():
     # 100 transitions, batch 256: an epoch is one update; min_updates keeps the fit going past
     # early stopping and past `epochs`, and the termination classifier learns the boundary
     data = make_data(100, seed=1)
-    m = EnsembleModel(1, 1, ensemble_size=3, num_elites=3, hidden=32, layers=2, seed=0)
-    few = m.fit(data, epochs=5, batch_size=256, patience=1)
+    m = build(0, ensemble_size=3, num_elites=3, hidden=32, layers=2)
+    few = fit(m, data, epochs=5, batch_size=256, patience=1)
     assert few["model/updates"] <= 5
-    m2 = EnsembleModel(1, 1, ensemble_size=3, num_elites=3, hidden=32, layers=2, seed=0)
-    many = m2.fit(data, epochs=5, batch_size=256, patience=1, min_updates=300)
+    m2 = build(0, ensemble_size=3, num_elites=3, hidden=32, layers=2)
+    many = fit(m2, data, epochs=5, batch_size=256, patience=1, min_updates=300)
     assert many["model/updates"] >= 300
     term = data.terminated.bool()
     assert term.any() and (~term).any()
@@ -184,7 +216,7 @@ def test_min_updates_on_small_data():
 def test_folded_planning_forward_matches_and_follows_updates(dtype):
     # the planning forward (bias folded into the weights, reused activation buffers) must give the
     # training forward's result, for a member subset, and see every parameter update
-    m = EnsembleModel(1, 1, ensemble_size=5, num_elites=3, hidden=32, layers=3, planning_dtype=dtype, seed=0)
+    m = build(0, ensemble_size=5, num_elites=3, hidden=32, layers=3, planning_dtype=dtype)
     members = torch.tensor([0, 2, 4])
     x = torch.randn(3, 50, 2).to(m.planning_dtype)
     tol = 1e-5 if dtype == "float32" else 1e-2
@@ -192,7 +224,7 @@ def test_folded_planning_forward_matches_and_follows_updates(dtype):
     def both():
         with torch.no_grad():
             ref = m._forward(x, members)
-            with m.planning():
+            with m.inference():
                 fold = m._forward(x, members)
                 again = m._forward(x, members)  # buffers reused: a second call must not disturb the first
         return ref, fold, again
@@ -200,7 +232,7 @@ def test_folded_planning_forward_matches_and_follows_updates(dtype):
     ref, fold, again = both()
     for r, f, a in zip(ref, fold, again):
         assert torch.allclose(r, f, atol=tol, rtol=tol) and torch.equal(f, a)
-    m.fit(make_data(256), epochs=2, batch_size=64)  # optimizer steps change the weights in place
+    fit(m, make_data(256), epochs=2, batch_size=64)  # optimizer steps change the weights in place
     ref2, fold2, _ = both()
     assert not torch.allclose(ref2[0], ref[0])
     assert torch.allclose(ref2[0], fold2[0], atol=tol, rtol=tol)
@@ -215,18 +247,18 @@ def test_constant_target_is_exact_and_does_not_starve_the_dynamics():
     d = Batch(obs=d.obs, action=d.action, next_obs=d.next_obs, reward=torch.ones(400), terminated=torch.zeros(400))
     test = make_data(500, seed=5, noise=0.0)
     for seed in (0, 1):
-        m = EnsembleModel(1, 1, ensemble_size=5, num_elites=5, hidden=64, layers=3, seed=seed)
+        m = build(seed, ensemble_size=5, num_elites=5, hidden=64, layers=3)
         torch.manual_seed(seed)
-        m.fit(d, epochs=20, batch_size=32, patience=1000)
+        fit(m, d, seed=seed, epochs=20, batch_size=32, patience=1000)
         assert m.target_norm.const.tolist() == [False, True]  # [Δobs, reward]
         with torch.no_grad():
-            nxt = m.step(m.start_states(test.obs), test.action)  # sampled (TS∞), not the mean
+            nxt = m.step(states(m, test.obs), test.action)  # sampled (TS∞), not the mean
         assert torch.equal(nxt.reward, torch.ones(500))
         rmse = float(((nxt.obs - f_next(test.obs, test.action)) ** 2).mean().sqrt())
         assert rmse < 0.15, rmse  # measured 0.085 / 0.12 (seeds 0 / 1); 0.29 before
         # once the reward varies in the data, it is learned again
         d2 = Batch(obs=d.obs, action=d.action, next_obs=d.next_obs, reward=f_reward(d.obs, d.action), terminated=d.terminated)
-        m.fit(d2, epochs=1, batch_size=32)
+        fit(m, d2, epochs=1, batch_size=32)
         assert not bool(m.target_norm.const.any())
     # a checkpoint written before `const` existed still loads
     sd = m.state_dict()

@@ -1,4 +1,4 @@
-"""Unit tests of models/dists.py and models/rssm.py (DreamerV3 world model)."""
+"""Unit tests of models/dists.py and models/rssm.py (DreamerV3 world model on the WorldModel protocol)."""
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -7,7 +7,10 @@ import torch
 from mbrl.data.batch import Batch
 from mbrl.models.dists import (BoundedNormal, OneHotCategorical, TruncatedNormal, TwoHot, categorical_kl, kl_free_bits,
                                symexp, symexp_bins, symlog, twohot, unimix_logits)
-from mbrl.models.rssm import RSSM, SIZES, ConfigError, RSSMState
+import mbrl.models as models
+from mbrl.errors import UserError
+from mbrl.models.base import Tracker
+from mbrl.models.rssm import RSSM, SIZES, RSSMState
 
 torch.set_num_threads(1)
 
@@ -76,9 +79,13 @@ def test_categorical_and_continuous_dists():
     assert torch.isfinite(tn.log_prob(x)).all() and torch.isfinite(tn.entropy()).all()
 
 
+VEC = gym.spaces.Box(-np.inf, np.inf, (5,), np.float32)
+ACT = gym.spaces.Box(-1, 1, (2,), np.float32)
+
+
 def _vec_model(**kw):
-    return RSSM(gym.spaces.Box(-np.inf, np.inf, (5,), np.float32), gym.spaces.Box(-1, 1, (2,), np.float32), size="XS",
-                deter=64, hidden=32, stoch=4, classes=4, blocks=4, **kw)
+    return models.build({"name": "rssm", "size": "XS", "deter": 64, "hidden": 32, "stoch": 4, "classes": 4, "blocks": 4, **kw},
+                        VEC, ACT, seed=0)
 
 
 def _vec_batch(B=3, T=7):
@@ -88,6 +95,48 @@ def _vec_batch(B=3, T=7):
     first[1, 4] = True
     return Batch(obs=torch.randn(B, T, 5, generator=g), action=torch.rand(B, T, 2, generator=g) * 2 - 1,
                  reward=torch.randn(B, T, generator=g), terminated=torch.zeros(B, T, dtype=torch.bool), is_first=first)
+
+
+def test_registry_build_seed_and_class_attributes():
+    assert "rssm" in models.names() and models.get("rssm") is RSSM and RSSM.name == "rssm"
+    assert RSSM.default_algo == "dreamer" and RSSM.has_decoder and RSSM.train_on == "sequences"
+    assert not RSSM.markov_obs and RSSM.native_signals == frozenset()
+    a, b, c = _vec_model(), _vec_model(), models.build({"name": "rssm", **RSSM.tiny}, VEC, ACT, seed=1)
+    assert isinstance(a, RSSM) and a.feat_dim == 64 + 16 and a.action_dim == 2 and a.discrete is False
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))  # same seed, same init
+    assert c.feat_dim == RSSM.tiny["deter"] + RSSM.tiny["stoch"] * RSSM.tiny["classes"]
+    # None values take the size preset, as the yaml's nulls do
+    d = models.build({"name": "rssm", "size": "XS", "deter": None, "stoch": 4, "classes": 4}, VEC, gym.spaces.Discrete(3), seed=0)
+    assert d.deter_dim == 256 and d.discrete and d.action_dim == 3
+    with pytest.raises(UserError, match="unknown keys .*'detr'.*valid: .*deter"):
+        models.build({"name": "rssm", "detr": 64}, VEC, ACT)
+    assert not hasattr(RSSM, "last_states") and not hasattr(a, "last_states")
+
+
+def test_backbone_loss_returns_posterior_and_base_loss_detaches_it():
+    m = _vec_model()
+    b = _vec_batch()
+    torch.manual_seed(3)
+    loss, metrics, post = m.backbone_loss(b)
+    assert loss.requires_grad and isinstance(post, RSSMState) and post.deter.shape == (3, 7, 64)
+    assert post.deter.requires_grad  # backbone_loss may keep the graph; base.loss detaches
+    assert {"wm/loss", "wm/rec", "wm/rew", "wm/con", "wm/kl", "wm/dyn", "wm/rep", "wm/prior_ent"} <= set(metrics)
+    torch.manual_seed(3)
+    loss2, metrics2, post2 = m.loss(b)
+    assert not post2.deter.requires_grad and not post2.stoch.requires_grad
+    assert loss2.item() == pytest.approx(loss.item()) and torch.equal(post2.deter, post.deter.detach())
+    assert metrics2["wm/loss"] == pytest.approx(loss.item())
+
+
+def test_action_input_scaling_and_one_hot():
+    m = _vec_model()
+    a = torch.tensor([[0.5, -0.25], [3.0, -4.0]])
+    assert torch.allclose(m.action_input(a), torch.tensor([[0.5, -0.25], [1.0, -1.0]]))  # a / max(1, |a|)
+    d = models.build({"name": "rssm", **RSSM.tiny}, VEC, gym.spaces.Discrete(4), seed=0)
+    assert torch.equal(d.action_input(torch.tensor([2, 0])), torch.tensor([[0.0, 0, 1, 0], [1.0, 0, 0, 0]]))
+    assert torch.equal(d.action_input(np.array([[3]])), torch.tensor([[0.0, 0, 0, 1]]))
+    oh = torch.tensor([[0.0, 1.0, 0.0, 0.0]])
+    assert torch.equal(d.action_input(oh), oh)  # model-format actions pass through unscaled
 
 
 def test_rssm_shapes_posterior_prior_and_is_first_reset():
@@ -119,6 +168,21 @@ def test_rssm_shapes_posterior_prior_and_is_first_reset():
     assert torch.allclose(c.deter[0, 0], expect[0], atol=1e-5) and torch.allclose(c.deter[2, 0], expect[2], atol=1e-5)
 
 
+def test_tracker_one_step_at_a_time_matches_observe():
+    """Acting through the base Tracker (one observation per call) gives the posterior of one
+    observe() over the sequence (same Gumbel draws, same resets)."""
+    m = _vec_model()
+    b = _vec_batch()
+    torch.manual_seed(4)
+    post = m.observe(b.obs, b.action, b.is_first)
+    tr = Tracker(m, 3)
+    torch.manual_seed(4)
+    for t in range(7):
+        s = tr.observe(b.obs[:, t].numpy(), b.is_first[:, t].numpy())
+        assert torch.allclose(s.deter, post.deter[:, t], atol=1e-5) and torch.equal(s.stoch, post.stoch[:, t])
+        tr.acted(m.action_input(b.action[:, t]))
+
+
 def test_imagination_horizon_shapes_and_initial_predictions():
     m = _vec_model()
     start = m.initial(6)
@@ -131,18 +195,27 @@ def test_imagination_horizon_shapes_and_initial_predictions():
 
 
 def test_pixel_and_dict_observations():
-    torch.manual_seed(0)
     space = gym.spaces.Dict({"image": gym.spaces.Box(0, 255, (3, 64, 64), np.uint8), "vec": gym.spaces.Box(-1, 1, (3,), np.float32)})
-    m = RSSM(space, gym.spaces.Discrete(4), size="XS", deter=64, hidden=32, depth=4, stoch=4, classes=4, blocks=2)
+    m = models.build({"name": "rssm", "size": "XS", "deter": 64, "hidden": 32, "depth": 4, "stoch": 4, "classes": 4, "blocks": 2},
+                     space, gym.spaces.Discrete(4), seed=0)
+    assert m.embed_dim == 4 * 8 * 4 * 4 + 32
     B, T = 2, 3
     obs = {"image": torch.randint(0, 255, (B, T, 3, 64, 64), dtype=torch.uint8), "vec": torch.randn(B, T, 3)}
     b = Batch(obs=obs, action=torch.randint(0, 4, (B, T)), reward=torch.zeros(B, T), terminated=torch.zeros(B, T, dtype=torch.bool),
               is_first=torch.tensor([[True, False, False]] * B))
-    loss, metrics = m.loss(b)
+    loss, metrics, post = m.loss(b)
     loss.backward()
     assert torch.isfinite(loss) and metrics["wm/rec"] > 0
-    dec = m.decode(m.last_states)
+    assert m.encoder.cnn.net[0].weight.grad.abs().sum() > 0 and m.encoder.mlp[0][0].weight.grad.abs().sum() > 0
+    dec = m.decode(post)
     assert dec["image"].shape == (B, T, 3, 64, 64) and dec["vec"].shape == (B, T, 3)
+    assert dec["image"].min() >= 0 and dec["image"].max() <= 255
+    with pytest.raises(UserError, match="lacks keys \\['vec'\\]"):
+        m.observe({"image": obs["image"]}, b.action, b.is_first)
+    # tiny configuration on 16x16 pixels
+    t = models.build({"name": "rssm", **RSSM.tiny}, gym.spaces.Box(0, 255, (1, 16, 16), np.uint8), gym.spaces.Discrete(2), seed=0)
+    p = t.observe(torch.randint(0, 255, (2, 4, 1, 16, 16), dtype=torch.uint8), torch.randint(0, 2, (2, 4)), torch.ones(2, 4, dtype=torch.bool))
+    assert t.decode(p).shape == (2, 4, 1, 16, 16)
 
 
 def test_world_model_loss_decreases_on_toy_sequences():
@@ -167,14 +240,14 @@ def test_world_model_loss_decreases_on_toy_sequences():
 
     first_metrics = None
     for i in range(150):
-        loss, met = m.loss(batch())
+        loss, met, _ = m.loss(batch())
         opt.zero_grad()
         loss.backward()
         opt.step()
         if first_metrics is None:
             first_metrics = met
     with torch.no_grad():
-        _, last = m.loss(batch())
+        _, last, _ = m.loss(batch())
     assert last["wm/rew"] < 0.5 * first_metrics["wm/rew"]
     assert last["wm/rec"] < 0.5 * first_metrics["wm/rec"]
     assert last["wm/loss"] < 0.6 * first_metrics["wm/loss"]
@@ -183,8 +256,20 @@ def test_world_model_loss_decreases_on_toy_sequences():
 def test_sizes_and_bad_config():
     assert set(SIZES) >= {"XS", "S", "M", "L"}
     m = RSSM(gym.spaces.Box(0, 255, (3, 64, 64), np.uint8), gym.spaces.Discrete(3), size="XS")
-    assert m.deter_dim == 256 and m.cnn_enc.out_dim == 24 * 8 * 16
-    with pytest.raises(ConfigError, match="valid: XS"):
-        RSSM(gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(3), size="XXL")
-    with pytest.raises(ValueError, match="valid"):
-        RSSM(gym.spaces.Box(-1, 1, (3, 4)), gym.spaces.Discrete(3), size="XS")
+    assert m.deter_dim == 256 and m.encoder.cnn.out_dim == 24 * 8 * 16 and m.embed_dim == 24 * 8 * 16
+    box3 = gym.spaces.Box(-1, 1, (3,))
+    bad = [
+        (dict(size="XXL"), box3, gym.spaces.Discrete(3), "unknown size 'XXL'; valid: XS"),
+        (dict(size="XS"), gym.spaces.Box(-1, 1, (3, 4)), gym.spaces.Discrete(3), "shape \\(3, 4\\); valid"),
+        (dict(size="XS", deter=30, blocks=8), box3, gym.spaces.Discrete(3), "deter=30 is not divisible by blocks=8; valid"),
+        (dict(size="XS", stoch=0), box3, gym.spaces.Discrete(3), "valid: deter, hidden"),
+        (dict(size="XS"), box3, gym.spaces.MultiDiscrete([2, 2]), "action space .*valid: Discrete"),
+        (dict(size="XS"), gym.spaces.Box(0, 255, (3, 64, 32), np.uint8), gym.spaces.Discrete(3), "square"),
+        (dict(size="XS"), gym.spaces.Box(0, 255, (3, 20, 20), np.uint8), gym.spaces.Discrete(3), "multiple of 16"),
+        (dict(size="XS"), gym.spaces.Dict({"a": gym.spaces.Discrete(3)}), gym.spaces.Discrete(3), "observation 'a' is Discrete"),
+    ]
+    for kw, obs_space, act_space, msg in bad:
+        with pytest.raises(UserError, match=msg):
+            RSSM(obs_space, act_space, **kw)
+    with pytest.raises(UserError, match="valid: XS"):
+        models.build({"name": "rssm", "size": "XXL"}, box3, gym.spaces.Discrete(3))

@@ -137,21 +137,15 @@ Policy = Callable[[torch.Tensor], torch.Tensor]  # features [B, F] -> action [B,
 def space_dims(obs_space: Union[gym.Space, int], action_space: Union[gym.Space, int], who: str) -> tuple[int, int, bool]:
     """(flat vector obs size, action size, discrete) for backbones that model vector observations;
     ints are taken as sizes of a vector / continuous space."""
+    from mbrl.models.parts import action_spec
+
     if isinstance(obs_space, int):
         obs_dim = obs_space
     elif isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1:
         obs_dim = int(obs_space.shape[0])
     else:
         raise UserError(f"model={who} needs vector observations (a 1-D Box); this env gives {obs_space}. Valid for pixels or dicts: a backbone with an encoder (e.g. model=rssm)")
-    discrete = False
-    if isinstance(action_space, int):
-        act_dim = action_space
-    elif isinstance(action_space, gym.spaces.Discrete):
-        act_dim, discrete = int(action_space.n), True
-    elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
-        act_dim = int(action_space.shape[0])
-    else:
-        raise UserError(f"model={who}: action space {action_space}; valid: Discrete(n) or a 1-D Box")
+    discrete, act_dim = action_spec(action_space, who)
     return obs_dim, act_dim, discrete
 
 
@@ -198,7 +192,8 @@ class WorldModel(nn.Module):
         cfg = {k: v for k, v in dict(cfg).items() if k not in ("name", "default_algo")}
         head_kw = {k: cfg.pop(k) for k in HEAD_KEYS if k in cfg}
         params = inspect.signature(cls.__init__).parameters
-        valid = [p for p in params if p not in ("self", "obs_space", "action_space", "seed") and params[p].kind == inspect.Parameter.POSITIONAL_OR_KEYWORD]
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        valid = [p for p in params if p not in ("self", "obs_space", "action_space", "seed") and params[p].kind in kinds]
         unknown = sorted(set(cfg) - set(valid))
         if unknown:
             raise UserError(f"model={cls.name}: unknown keys {unknown}; valid: {', '.join(valid + list(HEAD_KEYS))}")
@@ -349,7 +344,7 @@ class WorldModel(nn.Module):
     def action_input(self, action: Any) -> torch.Tensor:
         """Env actions (discrete indices or floats) as the model's float actions (one-hot for discrete)."""
         a = torch.as_tensor(action)
-        if self.discrete and (a.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8) or a.shape[-1:] != (self.action_dim,)):
+        if self.discrete and (not a.is_floating_point() or a.shape[-1:] != (self.action_dim,)):
             return nn.functional.one_hot(a.long().reshape(a.shape[: a.dim() - (1 if a.shape[-1:] == (1,) else 0)]), self.action_dim).float()
         return a.float()
 

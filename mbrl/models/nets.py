@@ -87,7 +87,7 @@ def ensemble_mlp(
 
 
 # ------------------------------------------------------------------------------------------------
-# DreamerV3-style blocks (used by models/rssm.py; general enough for other pixel backbones)
+# DreamerV3-style blocks (used by models/parts.py and models/rssm.py; general enough for other pixel backbones)
 
 
 class ChannelLayerNorm(nn.LayerNorm):

@@ -19,6 +19,9 @@ What makes it DreamerV3 (each point cites the paper section or the reference con
   (reference `_observe`: `nn.mask(carry, ~reset)`).
 Sizes XS / S / M / L / XL follow the paper's model-size table (GRU units 256/512/1024/2048/4096,
 hidden units 256/512/640/768/1024, CNN depth 24/32/48/64/96, MLP layers 1/2/3/4/5).
+
+The encoder, decoder, latent and heads are the shared parts (mbrl/models/parts.py); this file holds
+the sequence core: the GRU, the posterior and prior nets, and observe / step / backbone_loss.
 """
 from __future__ import annotations
 
@@ -31,9 +34,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from mbrl.data.batch import Batch
+from mbrl.errors import UserError
+from mbrl.models import register
 from mbrl.models.base import State, WorldModel
-from mbrl.models.dists import TwoHot, categorical_kl, kl_free_bits, straight_through, symexp, symexp_bins, symlog
-from mbrl.models.nets import BlockLinear, ConvDecoder, ConvEncoder, dreamer_mlp, norm_act_linear
+from mbrl.models.dists import kl_free_bits
+from mbrl.models.nets import BlockLinear, dreamer_mlp, norm_act_linear
+from mbrl.models.parts import CategoricalLatent, ContinueHead, ObsDecoder, ObsEncoder, RewardHead, action_spec
 
 SIZES: dict[str, dict[str, int]] = {
     # DreamerV3 paper (arXiv:2301.04104v1), appendix table "Model sizes"
@@ -45,10 +51,6 @@ SIZES: dict[str, dict[str, int]] = {
 }
 
 
-class ConfigError(ValueError):
-    pass
-
-
 @dataclass
 class RSSMState(State):
     deter: torch.Tensor  # [*, deter]
@@ -56,24 +58,15 @@ class RSSMState(State):
     logits: torch.Tensor  # [*, stoch * classes] log-probabilities (after unimix) it was drawn from
 
 
-def _obs_keys(space: gym.Space) -> tuple[list[str], list[str], dict[str, gym.Space]]:
-    spaces = dict(space.spaces) if isinstance(space, gym.spaces.Dict) else {"obs": space}
-    img, vec = [], []
-    for k, s in spaces.items():
-        if not isinstance(s, gym.spaces.Box):
-            raise ConfigError(f"rssm: observation {k!r} is {s}; valid: Box vectors [D] or images [C, H, W] (or a Dict of them)")
-        if len(s.shape) == 3:
-            img.append(k)
-        elif len(s.shape) <= 1:
-            vec.append(k)
-        else:
-            raise ConfigError(f"rssm: observation {k!r} has shape {s.shape}; valid: [D] vectors or [C, H, W] images")
-    return img, vec, spaces
-
-
+@register("rssm")
 class RSSM(WorldModel):
-    has_decoder = True
     default_algo = "dreamer"
+    has_decoder = True
+    native_signals = frozenset()
+    markov_obs = False
+    train_on = "sequences"
+    #: smoke / contract tests: works for 16x16 and 64x64 pixels, vectors and dicts
+    tiny = dict(size="XS", deter=32, hidden=32, depth=4, layers=1, stoch=4, classes=4, blocks=2, bins=31)
 
     def __init__(
         self,
@@ -96,56 +89,37 @@ class RSSM(WorldModel):
         con_scale: float = 1.0,
         bins: int = 255,
         imglayers: int = 2,
+        seed: Optional[int] = None,  # accepted for the registry; WorldModel.from_config seeds the init
     ):
         super().__init__()
         if size not in SIZES:
-            raise ConfigError(f"rssm: unknown size {size!r}; valid: {', '.join(SIZES)}")
+            raise UserError(f"model=rssm: unknown size {size!r}; valid: {', '.join(SIZES)}")
         preset = SIZES[size]
         self.deter_dim = int(deter or preset["deter"])
         self.hidden = int(hidden or preset["hidden"])
         self.depth = int(depth or preset["depth"])
         self.layers = int(layers if layers is not None else preset["layers"])
+        ints = dict(deter=self.deter_dim, hidden=self.hidden, depth=self.depth, stoch=stoch, classes=classes, blocks=blocks)
+        bad = {k: v for k, v in ints.items() if int(v) < 1}
+        if bad or self.layers < 0 or imglayers < 0 or bins < 2 or not 0 <= unimix < 1:
+            raise UserError(f"model=rssm: bad sizes {bad or dict(layers=self.layers, imglayers=imglayers, bins=bins, unimix=unimix)}; "
+                            "valid: deter, hidden, depth, stoch, classes, blocks >= 1; layers, imglayers >= 0; bins >= 2; 0 <= unimix < 1")
         if self.deter_dim % blocks:
-            raise ConfigError(f"rssm: deter={self.deter_dim} must be divisible by blocks={blocks}")
-        self.stoch_n, self.classes, self.blocks = stoch, classes, blocks
-        self.stoch_dim = stoch * classes
-        self.unimix, self.free_nats = unimix, free_nats
-        self.kl_dyn, self.kl_rep = kl_dyn, kl_rep
+            raise UserError(f"model=rssm: deter={self.deter_dim} is not divisible by blocks={blocks}; valid: blocks dividing deter (e.g. blocks=8)")
+        self.blocks = int(blocks)
+        self.free_nats, self.kl_dyn, self.kl_rep = free_nats, kl_dyn, kl_rep
         self.rec_scale, self.rew_scale, self.con_scale = rec_scale, rew_scale, con_scale
+        self.discrete, self.action_dim = action_spec(action_space, "rssm")
+        self.latent = CategoricalLatent(stoch, classes, unimix)
+        self.stoch_dim = self.latent.dim
         self.feat_dim = self.deter_dim + self.stoch_dim
+        H, D, L = self.hidden, self.deter_dim, max(1, self.layers)
 
-        # actions
-        if isinstance(action_space, gym.spaces.Discrete):
-            self.discrete, self.action_dim = True, int(action_space.n)
-        elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
-            self.discrete, self.action_dim = False, int(action_space.shape[0])
-        else:
-            raise ConfigError(f"rssm: action space {action_space}; valid: Discrete(n) or a 1-D Box")
-
-        # encoders / decoders
-        self.img_keys, self.vec_keys, spaces = _obs_keys(obs_space)
-        self.dict_obs = isinstance(obs_space, gym.spaces.Dict)
-        embed = 0
-        if self.img_keys:
-            shapes = {tuple(spaces[k].shape[1:]) for k in self.img_keys}
-            hw = next(iter(shapes))
-            if len(shapes) != 1 or hw[0] != hw[1]:
-                raise ConfigError(f"rssm: image observations must be square and share one size; got {[spaces[k].shape for k in self.img_keys]}")
-            self.img_channels = [int(spaces[k].shape[0]) for k in self.img_keys]
-            self.image_size = int(spaces[self.img_keys[0]].shape[1])
-            self.cnn_enc = ConvEncoder(sum(self.img_channels), self.depth, image_size=self.image_size)
-            self.cnn_dec = ConvDecoder(self.feat_dim, sum(self.img_channels), self.depth, image_size=self.image_size)
-            embed += self.cnn_enc.out_dim
-        if self.vec_keys:
-            self.vec_dims = [int(max(1, int(torch.tensor(spaces[k].shape).prod().item()))) for k in self.vec_keys]
-            vdim = sum(self.vec_dims)
-            self.mlp_enc = dreamer_mlp(vdim, None, self.hidden, max(1, self.layers))
-            self.mlp_dec = dreamer_mlp(self.feat_dim, vdim, self.hidden, max(1, self.layers))
-            embed += self.hidden
-        self.embed_dim = embed
+        self.encoder = ObsEncoder(obs_space, self.depth, H, L, who="rssm")
+        self.decoder = ObsDecoder(self.feat_dim, obs_space, self.depth, H, L, who="rssm")
+        self.embed_dim = self.encoder.out_dim
 
         # recurrent core (reference RSSM._core)
-        H, D = self.hidden, self.deter_dim
         self.dynin0 = norm_act_linear(D, H)
         self.dynin1 = norm_act_linear(self.stoch_dim, H)
         self.dynin2 = norm_act_linear(self.action_dim, H)
@@ -156,78 +130,21 @@ class RSSM(WorldModel):
         self.dyngru = BlockLinear(D, 3 * D, blocks, bias=True)
         # posterior (obslayers: 1) and prior (imglayers: 2)
         self.obs_h = nn.Linear(D, H, bias=False)
-        self.obs_e = nn.Linear(embed, H, bias=False)
+        self.obs_e = nn.Linear(self.embed_dim, H, bias=False)
         self.obs_norm = nn.LayerNorm(H, eps=1e-3)
         self.obs_logit = nn.Linear(H, self.stoch_dim)
         self.prior_net = dreamer_mlp(D, self.stoch_dim, H, imglayers)
 
-        # heads
-        self.register_buffer("bins", symexp_bins(bins), persistent=False)
-        self.rew_head = dreamer_mlp(self.feat_dim, bins, H, max(1, self.layers), out_scale=0.0)
-        self.con_head = dreamer_mlp(self.feat_dim, 1, H, max(1, self.layers))
-        self.last_states: Optional[RSSMState] = None
+        self.reward_head = RewardHead(self.feat_dim, H, L, bins)
+        self.cont_head = ContinueHead(self.feat_dim, H, L)
 
-    # ------------------------------------------------------------------------------------------
-    # latent distribution
-    def _mix(self, logits: torch.Tensor) -> torch.Tensor:
-        """[*, S*C] raw logits -> [*, S*C] log-probs of the unimix categoricals."""
-        shp = logits.shape
-        probs = torch.softmax(logits.float().reshape(*shp[:-1], self.stoch_n, self.classes), -1)
-        if self.unimix > 0:
-            probs = (1 - self.unimix) * probs + self.unimix / self.classes
-        return torch.log(probs).reshape(shp)
-
-    def _sample(self, logp: torch.Tensor) -> torch.Tensor:
-        """One-hot sample per categorical (Gumbel-max), straight-through gradient."""
-        shp = logp.shape
-        lg = logp.reshape(*shp[:-1], self.stoch_n, self.classes)
-        u = torch.rand_like(lg).clamp_(1e-20, 1.0)
-        idx = (lg.detach() - torch.log(-torch.log(u))).argmax(-1)
-        hard = F.one_hot(idx, self.classes).to(lg.dtype)
-        return straight_through(hard, lg.exp()).reshape(shp)
-
-    def _kl(self, lp: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
-        """Sum over the `stoch` categoricals of KL(p || q); inputs are log-probs [*, S*C]."""
-        shp = lp.shape[:-1]
-        lp = lp.reshape(*shp, self.stoch_n, self.classes)
-        lq = lq.reshape(*shp, self.stoch_n, self.classes)
-        return categorical_kl(lp, lq).sum(-1)
-
-    # ------------------------------------------------------------------------------------------
-    # encoder
-    def _flat_obs(self, obs: Any, keys: list[str]) -> list[torch.Tensor]:
-        if self.dict_obs:
-            if not isinstance(obs, dict):
-                raise ValueError(f"rssm: expected dict observations with keys {keys}")
-            return [obs[k] for k in keys]
-        return [obs]
-
-    def embed(self, obs: Any, lead: int = 2) -> torch.Tensor:
-        """Observation embedding [*lead, E]."""
-        parts = []
-        if self.img_keys:
-            imgs = self._flat_obs(obs, self.img_keys)
-            ld = imgs[0].shape[:lead]
-            x = torch.cat([i.reshape(-1, *i.shape[lead:]) for i in imgs], 1)
-            parts.append(self.cnn_enc(x).reshape(*ld, -1))
-        if self.vec_keys:
-            vecs = self._flat_obs(obs, self.vec_keys)
-            ld = vecs[0].shape[:lead]
-            x = torch.cat([v.reshape(*ld, -1).float() for v in vecs], -1)
-            parts.append(self.mlp_enc(symlog(x)))
-        return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
-
-    def action_input(self, action: torch.Tensor) -> torch.Tensor:
-        """Float action encoding: discrete indices -> one-hot; continuous as is (reference divides
-        by max(1, |a|))."""
-        if self.discrete and (action.dtype in (torch.int64, torch.int32, torch.long) or action.shape[-1] != self.action_dim):
-            if action.shape and action.shape[-1] == 1 and action.dtype != torch.float32:
-                action = action.squeeze(-1)
-            return F.one_hot(action.long(), self.action_dim).float()
-        action = action.float()
+    def action_input(self, action: Any) -> torch.Tensor:
+        """The base encoding (discrete indices -> one-hot), continuous actions divided by
+        max(1, |a|) as the reference does."""
+        a = super().action_input(action)
         if not self.discrete:
-            action = action / action.abs().clamp_min(1.0).detach()
-        return action
+            a = a / a.abs().clamp_min(1.0).detach()
+        return a
 
     # ------------------------------------------------------------------------------------------
     # core
@@ -245,7 +162,7 @@ class RSSM(WorldModel):
         return update * cand + (1 - update) * deter
 
     def prior_logp(self, deter: torch.Tensor) -> torch.Tensor:
-        return self._mix(self.prior_net(deter))
+        return self.latent.mix(self.prior_net(deter))
 
     # ------------------------------------------------------------------------------------------
     # WorldModel protocol
@@ -261,7 +178,7 @@ class RSSM(WorldModel):
         B, T = is_first.shape[:2]
         first = is_first.bool()
         keep = (~first).float().unsqueeze(-1)  # [B, T, 1]
-        emb = self.obs_e(self.embed(obs))  # [B, T, H]
+        emb = self.obs_e(self.encoder(obs))  # [B, T, H]
         act = self.action_input(action)
         prev0 = self.action_input(prev_action).reshape(B, 1, -1) if prev_action is not None else torch.zeros_like(act[:, :1])
         prev = torch.cat([prev0, act[:, :-1]], 1) * keep  # action that led to obs t; zero on resets
@@ -269,14 +186,15 @@ class RSSM(WorldModel):
         if state is None:
             state = self.initial(B)
         deter, stoch = state.deter, state.stoch
+        latent = self.latent
         deters, stochs, logps = [], [], []
         for t in range(T):
             k = keep[:, t]
             deter, stoch = deter * k, stoch * k
             deter = self._core(deter, stoch, act_in[:, t])
             x = F.silu(self.obs_norm(self.obs_h(deter) + emb[:, t]))
-            logp = self._mix(self.obs_logit(x))
-            stoch = self._sample(logp)
+            logp = latent.mix(self.obs_logit(x))
+            stoch = latent.sample(logp)
             deters.append(deter)
             stochs.append(stoch)
             logps.append(logp)
@@ -285,83 +203,46 @@ class RSSM(WorldModel):
     def step(self, state: RSSMState, action: torch.Tensor) -> RSSMState:
         deter = self._core(state.deter, state.stoch, self.dynin2(self.action_input(action)))
         logp = self.prior_logp(deter)
-        return RSSMState(deter=deter, stoch=self._sample(logp), logits=logp)
+        return RSSMState(deter=deter, stoch=self.latent.sample(logp), logits=logp)
 
     def features(self, state: RSSMState) -> torch.Tensor:
         return torch.cat([state.deter, state.stoch], -1)
 
     def reward(self, state: RSSMState) -> torch.Tensor:
-        return TwoHot(self.rew_head(self.features(state)), self.bins).mean()
+        return self.reward_head.mean(self.features(state))
 
     def cont(self, state: RSSMState) -> torch.Tensor:
-        return torch.sigmoid(self.con_head(self.features(state)).squeeze(-1).float())
+        return self.cont_head.prob(self.features(state))
 
     def decode(self, state: RSSMState) -> Any:
         """Reconstructed observations in the env's scale (uint8-range floats for images)."""
-        feat = self.features(state)
-        lead = feat.shape[:-1]
-        out: dict[str, torch.Tensor] = {}
-        if self.img_keys:
-            img = self.cnn_dec(feat.reshape(-1, self.feat_dim))
-            img = ((img.float() + 0.5) * 255.0).clamp(0, 255)
-            for k, part in zip(self.img_keys, img.split(self.img_channels, 1)):
-                out[k] = part.reshape(*lead, *part.shape[1:])
-        if self.vec_keys:
-            vec = symexp(self.mlp_dec(feat).float())
-            for k, part in zip(self.vec_keys, vec.split(self.vec_dims, -1)):
-                out[k] = part
-        return out if self.dict_obs else next(iter(out.values()))
+        return self.decoder.decode(self.features(state))
 
     # ------------------------------------------------------------------------------------------
-    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        """DreamerV3 world-model loss on a [B, T] sequence batch (buffer stream layout).
-        The (detached) posterior states are kept in `self.last_states` as imagination starts."""
+    def backbone_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float], RSSMState]:
+        """DreamerV3 world-model loss on a [B, T] sequence batch (buffer stream layout); also returns
+        the posterior states of the batch (the imagination starts)."""
         post = self.observe(batch["obs"], batch["action"], batch["is_first"])
-        B, T = post.deter.shape[:2]
+        latent = self.latent
         prior = self.prior_logp(post.deter)
-        dyn = kl_free_bits(self._kl(post.logits.detach(), prior), self.free_nats)
-        rep = kl_free_bits(self._kl(post.logits, prior.detach()), self.free_nats)
+        dyn = kl_free_bits(latent.kl(post.logits.detach(), prior), self.free_nats)
+        rep = kl_free_bits(latent.kl(post.logits, prior.detach()), self.free_nats)
         feat = self.features(post)
-        rec = torch.zeros(B, T, device=feat.device)
-        obs = batch["obs"]
-        if self.img_keys:
-            pred = self.cnn_dec(feat.reshape(B * T, -1)).float()
-            imgs = self._flat_obs(obs, self.img_keys)
-            tgt = torch.cat([i.reshape(B * T, *i.shape[2:]) for i in imgs], 1)
-            tgt = tgt.float() / 255.0 - 0.5 if tgt.dtype == torch.uint8 else tgt.float()
-            rec = rec + (pred - tgt).square().sum((1, 2, 3)).reshape(B, T)
-        if self.vec_keys:
-            vecs = self._flat_obs(obs, self.vec_keys)
-            tgt = symlog(torch.cat([v.reshape(B, T, -1).float() for v in vecs], -1))
-            rec = rec + (self.mlp_dec(feat).float() - tgt).square().sum(-1)
-        rew_loss = TwoHot(self.rew_head(feat), self.bins).loss(batch["reward"].float())
-        con_target = 1.0 - batch["terminated"].float()
-        con_logit = self.con_head(feat).squeeze(-1).float()
-        con_loss = F.binary_cross_entropy_with_logits(con_logit, con_target, reduction="none")
+        rec = self.decoder.loss(feat, batch["obs"])
+        rew_loss = self.reward_head.loss(feat, batch["reward"])
+        con_loss = self.cont_head.loss(feat, 1.0 - batch["terminated"].float())
         total = (self.rec_scale * rec + self.rew_scale * rew_loss + self.con_scale * con_loss
                  + self.kl_dyn * dyn + self.kl_rep * rep).mean()
-        self.last_states = post.detach()
         with torch.no_grad():
             metrics = {
                 "wm/loss": total.detach(),
                 "wm/rec": rec.mean(),
                 "wm/rew": rew_loss.mean(),
                 "wm/con": con_loss.mean(),
-                "wm/kl": self._kl(post.logits, prior).mean(),
+                "wm/kl": latent.kl(post.logits, prior).mean(),
                 "wm/dyn": dyn.mean(),
                 "wm/rep": rep.mean(),
-                "wm/prior_ent": -(prior.exp() * prior).sum(-1).mean(),
+                "wm/prior_ent": latent.entropy(prior).mean(),
             }
             vals = torch.stack([v.float() for v in metrics.values()]).tolist()
-        return total, dict(zip(metrics.keys(), vals))
-
-
-def from_config(cfg: Any, obs_space: gym.Space, action_space: gym.Space) -> RSSM:
-    """Build an RSSM from the `model` config group (configs/model/rssm.yaml)."""
-    keys = ("size", "deter", "hidden", "depth", "layers", "stoch", "classes", "blocks", "unimix", "free_nats",
-            "kl_dyn", "kl_rep", "rec_scale", "rew_scale", "con_scale", "bins", "imglayers")
-    kw = {k: cfg[k] for k in keys if k in cfg and cfg[k] is not None}
-    unknown = [k for k in cfg if k not in keys and k not in ("name",)]
-    if unknown:
-        raise ConfigError(f"rssm: unknown model keys {unknown}; valid: {', '.join(keys)}")
-    return RSSM(obs_space, action_space, **kw)
+        return total, dict(zip(metrics.keys(), vals)), post
