@@ -26,7 +26,7 @@ sysdeps:
 # balances for the 1000-step maximum from its 3rd planned episode, a few minutes on 2 CPU cores).
 # `make train ARGS="..."` runs `python -m mbrl.train ...` with those arguments instead.
 MAIN_JOB := env=gym/InvertedPendulum-v5 model=ensemble algo=pets algo.terminal_value=true algo.discount=0.99 \
-	algo.horizon=8 algo.particles=10 algo.planner_options.icem.population=200 algo.model_min_updates=1000 \
+	algo.horizon=8 algo.particles=10 planner.population=200 algo.fit.min_updates=1000 \
 	algo.prefill=100 model.hidden=128 model.layers=3 steps=2500 threads=1
 
 train: venv

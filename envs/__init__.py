@@ -131,9 +131,9 @@ def make(name: str, seed: int | None = 0, num_envs: int = 1, *, pixels: bool | N
     """Build `num_envs` copies of env `name` as a SAME_STEP-autoreset vector env (see module doc)."""
     check(name)
     if int(num_envs) < 1:
-        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        raise UserError(f"num_envs must be >= 1, got {num_envs}")
     if vectorization not in ("sync", "async"):
-        raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
+        raise UserError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
     seeds = [None if seed is None else int(seed) + i for i in range(int(num_envs))]
     fns = [functools.partial(make_single, name, s, pixels=pixels, action_repeat=action_repeat, size=size,
                              time_limit=time_limit, **kwargs) for s in seeds]

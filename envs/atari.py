@@ -68,9 +68,9 @@ class AtariEnv(gym.Env):
                  max_frames: int = MAX_FRAMES, render_mode: str | None = "rgb_array"):
         self.game = game_name(game)
         if int(frame_skip) < 1:
-            raise ValueError(f"action_repeat (frame skip) must be >= 1, got {frame_skip}")
+            raise UserError(f"action_repeat (frame skip) must be >= 1, got {frame_skip}")
         if int(noop_max) < 0:
-            raise ValueError(f"noop_max must be >= 0, got {noop_max}")
+            raise UserError(f"noop_max must be >= 0, got {noop_max}")
         self.size, self.grayscale, self.frame_skip = int(size), bool(grayscale), int(frame_skip)
         self.noop_max, self.life_loss_terminal = int(noop_max), bool(life_loss_terminal)
         self.max_steps = max_frames // self.frame_skip if time_limit is None else int(time_limit)
@@ -156,6 +156,6 @@ class AtariEnv(gym.Env):
 def make_atari(task: str, *, pixels: bool | None = None, size: int = 64, action_repeat: int | None = None,
                time_limit: int | None = None, **kwargs) -> AtariEnv:
     if pixels is False:
-        raise ValueError("atari observations are pixels only; drop pixels=False")
+        raise UserError("atari observations are pixels only; drop pixels=False")
     return AtariEnv(task, size=size, frame_skip=DEFAULT_SKIP if action_repeat is None else action_repeat,
                     time_limit=time_limit, **kwargs)

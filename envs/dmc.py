@@ -54,10 +54,10 @@ class DMCEnv(gym.Env):
         self.domain, self.task_name = parse_dmc(task)
         self.repeat = DEFAULT_REPEAT if action_repeat is None else int(action_repeat)
         if self.repeat < 1:
-            raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
+            raise UserError(f"action_repeat must be >= 1, got {action_repeat}")
         self.max_steps = math.ceil(EPISODE_ENV_STEPS / self.repeat) if time_limit is None else int(time_limit)
         if self.max_steps < 1:
-            raise ValueError(f"time_limit must be >= 1, got {time_limit}")
+            raise UserError(f"time_limit must be >= 1, got {time_limit}")
         self.pixels, self.size = bool(pixels), int(size)
         self.camera = CAMERAS.get(self.domain, 0) if camera is None else int(camera)
         self.render_mode = render_mode

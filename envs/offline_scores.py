@@ -53,7 +53,7 @@ def d4rl_ref_scores(name: str) -> tuple[float, float]:
 def normalized_score(ret, ref_min: float, ref_max: float):
     """100 * (ret - ref_min) / (ref_max - ref_min); works on floats and numpy arrays."""
     if ref_max == ref_min:
-        raise ValueError(f"reference scores must differ (got min = max = {ref_min})")
+        raise UserError(f"reference scores must differ (got min = max = {ref_min})")
     return 100.0 * (ret - ref_min) / (ref_max - ref_min)
 
 
@@ -72,7 +72,7 @@ def minari_ref_scores(dataset_dir: str | Path) -> tuple[float, float] | None:
     try:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
+        raise UserError(f"{meta_path}: not valid JSON ({e})") from None
     lo, hi = meta.get("ref_min_score"), meta.get("ref_max_score")
     if lo is None or hi is None:
         return None

@@ -114,11 +114,11 @@ def make_toy(task: str, *, pixels: bool | None = None, size: int = 64, **kwargs)
         return PointEnv(pixels=bool(pixels), size=size, **kwargs)
     if task == "point-pixels":
         if pixels is False:
-            raise ValueError("toy/point-pixels has pixel observations; use toy/point for vector ones")
+            raise UserError("toy/point-pixels has pixel observations; use toy/point for vector ones")
         return PointEnv(pixels=True, size=size, **kwargs)
     if task == "chain":
         if pixels:
-            raise ValueError("toy/chain has no pixel observations; pixel toy tasks: point-pixels")
+            raise UserError("toy/chain has no pixel observations; pixel toy tasks: point-pixels")
         return ChainEnv(**kwargs)
     raise UserError(f"unknown toy task {task!r}; valid: {', '.join(TASKS)}")
 

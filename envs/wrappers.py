@@ -16,6 +16,7 @@ import cv2
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from mbrl.errors import UserError
 
 
 def resize_chw(image: np.ndarray, size: int) -> np.ndarray:
@@ -100,7 +101,7 @@ class RenderObs(gym.ObservationWrapper):
     def __init__(self, env: gym.Env, size: int = 64):
         super().__init__(env)
         if env.render_mode != "rgb_array":
-            raise ValueError(f"pixel observations need render_mode='rgb_array', env has {env.render_mode!r}")
+            raise UserError(f"pixel observations need render_mode='rgb_array', env has {env.render_mode!r}")
         self._size = size
         self.observation_space = spaces.Box(0, 255, (3, size, size), np.uint8)
 
@@ -114,7 +115,7 @@ class ActionRepeat(gym.Wrapper):
     def __init__(self, env: gym.Env, repeat: int):
         super().__init__(env)
         if int(repeat) < 1:
-            raise ValueError(f"action_repeat must be >= 1, got {repeat}")
+            raise UserError(f"action_repeat must be >= 1, got {repeat}")
         self.repeat = int(repeat)
 
     def step(self, action):
@@ -133,7 +134,7 @@ class TimeLimit(gym.Wrapper):
     def __init__(self, env: gym.Env, max_steps: int):
         super().__init__(env)
         if int(max_steps) < 1:
-            raise ValueError(f"time_limit must be >= 1, got {max_steps}")
+            raise UserError(f"time_limit must be >= 1, got {max_steps}")
         self.max_steps = int(max_steps)
         self._t = 0
 

@@ -78,7 +78,9 @@ def load_sac_policy(run_dir: str, obs_dim: int, act_dim: int) -> Policy:
     cfg = OmegaConf.load(cfg_p)
     if str(cfg.algo.name) != "sac":
         raise UserError(f"policy={run_dir}: run of algo={cfg.algo.name}; only SAC run dirs are supported")
-    sac = SAC(obs_dim, act_dim, **to_dict(cfg.algo.sac))
+    # the learner's config (`learner:`; runs from before the learner group kept it under `algo.sac`)
+    lcfg = {k: v for k, v in to_dict(cfg.get("learner") or cfg.algo.get("sac")).items() if k != "name" and v is not None}
+    sac = SAC(obs_dim, act_dim, **lcfg)
     sac.load_state_dict(load_checkpoint(ck_p, map_location="cpu")["modules"]["learner"])
     return sac_policy(sac)
 
@@ -222,7 +224,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0 if argv else 2
     try:
         collect(parse_args(argv), log=lambda s: print(s, file=sys.stderr))
-    except ValueError as e:
+    except UserError as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
     return 0

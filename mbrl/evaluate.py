@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mbrl.errors import UserError
+
 
 def load_algorithm(run_dir: Path, eval_episodes: int):
     from omegaconf import OmegaConf
@@ -24,7 +26,7 @@ def load_algorithm(run_dir: Path, eval_episodes: int):
     ckpt_path = run_dir / "checkpoints" / "latest.pt"
     for p in (cfg_path, ckpt_path):
         if not p.is_file():
-            raise FileNotFoundError(f"{run_dir} is not a finished or checkpointed run: {p} is missing")
+            raise UserError(f"{run_dir} is not a finished or checkpointed run: {p} is missing")
     cfg = OmegaConf.load(cfg_path)
     cfg.eval_episodes = eval_episodes
     algo = build(cfg, run_dir=None)
@@ -48,7 +50,7 @@ def record_video(algo, path: Path, max_steps: int = 10_000) -> int:
         else:
             frame = env.call("render")[0] if hasattr(env, "call") else None
             if frame is None:
-                raise ValueError("this env has neither pixel observations nor an rgb render; no video")
+                raise UserError("this env has neither pixel observations nor an rgb render; no video")
             frames.append(frame)
         with torch.no_grad():
             action, state = algo.act(obs, is_first, state, explore=False)
@@ -72,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.video:
             n = record_video(algo, a.video)
             metrics["video_frames"] = n
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except UserError as e:
+        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
     metrics["env_steps"] = ckpt["counters"]["env_steps"]
     print(json.dumps(metrics))

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mbrl.errors import UserError
+
 
 def read_curve(run_dir: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
     path = run_dir / "metrics.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no metrics.csv (is it a run directory?)")
+        raise UserError(f"{run_dir}: no metrics.csv (is it a run directory?)")
     steps, values = [], []
     with open(path) as f:
         for row in csv.DictReader(f):
@@ -26,7 +28,7 @@ def read_curve(run_dir: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
                 steps.append(int(row["step"]))
                 values.append(float(row["value"]))
     if not steps:
-        raise ValueError(f"{path}: no {key!r} rows")
+        raise UserError(f"{path}: no {key!r} rows")
     order = np.argsort(steps, kind="stable")
     s, v = np.asarray(steps)[order], np.asarray(values)[order]
     # a resumed run may repeat a step: keep the last value written for it
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         out = plot(a.runs, a.out, a.key, a.label, a.title)
-    except (FileNotFoundError, ValueError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(out)

@@ -20,13 +20,22 @@ from mbrl.errors import UserError
 DEBUG = bool(os.environ.get("MBRL_DEBUG"))
 
 
+IMPLIED_ENV = "MBRL_IMPLIED_OVERRIDES"  # the group choices main() added for hydra (not the user's words)
+
+
 def _user_overrides() -> list[str]:
+    """This job's overrides as the user wrote them (without the implied group choices main() added)."""
     from hydra.core.hydra_config import HydraConfig
 
     try:
-        return list(HydraConfig.get().overrides.task)
+        task = list(HydraConfig.get().overrides.task)
     except Exception:  # not running under hydra
         return []
+    added = [a for a in os.environ.get(IMPLIED_ENV, "").split("\n") if a]
+    for a in added:
+        if a in task:
+            task.remove(a)
+    return task
 
 
 def make_run_dir(cfg: Any) -> Path:
@@ -114,7 +123,9 @@ def _hydra_entry() -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        argv = [*argv, *validate_overrides(argv)]
+        extra = validate_overrides(argv)
+        os.environ[IMPLIED_ENV] = "\n".join(extra)
+        argv = [*argv, *extra]
     except UserError as e:
         if DEBUG:
             raise
@@ -122,6 +133,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     # env_kwargs is an open dict of envs.make arguments: `env_kwargs.pixels=true` adds a key
     argv = [f"+{a}" if a.startswith("env_kwargs.") else a for a in argv]
+    # a group swept in a multirun (`algo=mopo,morel`) is not in the config hydra composes first: its keys
+    # are force-added (`++algo.k=v`), and each job's composition validates them against its choice
+    swept = {a.split("=", 1)[0] for a in argv if "=" in a and a.split("=", 1)[0] in ("model", "algo", "planner", "learner") and "," in a.split("=", 1)[1]}
+    argv = [f"++{a}" if "=" in a and a.split(".", 1)[0] in swept and "." in a.split("=", 1)[0] else a for a in argv]
     sys.argv = [sys.argv[0], *argv]
     from mbrl.utils.memory import keep_freed_memory
 

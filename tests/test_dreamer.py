@@ -3,12 +3,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from mbrl.learners.actor_critic import ActorCritic, lambda_returns
 from mbrl.models.rssm import RSSM
-from mbrl.train import CONFIG_DIR, build, compose
-from mbrl.errors import UserError
+from mbrl.config import compose
+from mbrl.train import build
 
 torch.set_num_threads(1)
 
@@ -31,6 +30,7 @@ def test_lambda_returns_reference_values():
 def test_actor_critic_update_shapes_and_return_scale(space):
     torch.manual_seed(0)
     wm = RSSM(gym.spaces.Box(-1, 1, (4,), np.float32), space, size="XS", deter=32, hidden=32, stoch=4, classes=4, blocks=2)
+    assert wm.differentiable_step
     ac = ActorCritic(wm.feat_dim, space, units=32, layers=1, horizon=5)
     start = wm.initial(12)
     a = ac.act(wm.features(start))
@@ -43,28 +43,17 @@ def test_actor_critic_update_shapes_and_return_scale(space):
     assert any(not torch.equal(b, p) for b, p in zip(before, ac.actor.parameters()))
     assert all(torch.equal(b, p) for b, p in zip(wm_before, wm.parameters()))  # the world model is untouched
     assert all(p.grad is None or p.requires_grad for p in wm.parameters())
-    assert ac.actor_grad == ("reinforce" if isinstance(space, gym.spaces.Discrete) else "dynamics")
+    assert ac.actor_grad == ("reinforce" if isinstance(space, gym.spaces.Discrete) else "auto")  # auto: dynamics where differentiable
 
 
-def _cfg(env: str, steps: int, train_ratio: float, eval_episodes: int):
-    base = OmegaConf.load(CONFIG_DIR / "config.yaml")
-    base.pop("defaults")
-    base.pop("hydra")
-    base.model = OmegaConf.load(CONFIG_DIR / "model" / "rssm.yaml")
-    base.env = env
-    cfg = compose(base, [])
-    cfg.steps = steps
-    cfg.progress = False
-    cfg.tensorboard = False
-    m, a = cfg.model, cfg.algo
-    m.size, m.deter, m.hidden, m.stoch, m.classes, m.blocks = "XS", 64, 64, 8, 8, 2
-    a.batch_size, a.batch_length, a.train_ratio, a.prefill = 8, 16, train_ratio, 200
-    a.eval_every, a.eval_episodes, a.checkpoint_every = 0, eval_episodes, 0
-    # small budget: larger learning rates than DreamerV3's long-run defaults
-    a.wm_opt.lr = 3e-3
-    a.actor_critic.actor_opt.lr = 1e-3
-    a.actor_critic.critic_opt.lr = 1e-3
-    return cfg
+def _cfg(env: str, steps: int, train_ratio: float, eval_episodes: int, model: str = "rssm", *extra: str):
+    """A short Dreamer run as the CLI composes it; small budget: larger learning rates than
+    DreamerV3's long-run defaults."""
+    model_keys = ["model.size=XS", "model.deter=64", "model.hidden=64", "model.stoch=8", "model.classes=8", "model.blocks=2"] if model == "rssm" else []
+    return compose([f"env={env}", f"model={model}", "algo=dreamer", f"steps={steps}", "progress=false", "tensorboard=false", *model_keys,
+                    "algo.batch_size=8", "algo.batch_length=16", f"algo.train_ratio={train_ratio}", "algo.prefill=200", "eval_every=0",
+                    f"eval_episodes={eval_episodes}", "checkpoint_every=0", "algo.wm_opt.lr=3e-3", "learner.actor_opt.lr=1e-3",
+                    "learner.critic_opt.lr=1e-3", *extra])
 
 
 def test_dreamer_learns_discrete_chain(tmp_path):
@@ -88,6 +77,17 @@ def test_dreamer_learns_continuous_point(tmp_path):
     assert algo2.env_steps == 2000 and algo2.updates == algo.updates
 
 
+def test_ensemble_backbone_learns_continuous_point(tmp_path):
+    """`model=ensemble algo=dreamer`: actor-critic in the imagination of the probabilistic ensemble (its
+    features are the observations). toy/point: random -52 +- 24, straight to the goal -5; a seeded run
+    gave -20.7 after 1000 env steps (-12.6 after 2000)."""
+    cfg = _cfg("toy/point", 1000, 64, 8, "ensemble", "model.hidden=64", "model.layers=2", "model.ensemble_size=3",
+               "model.num_elites=3", "learner.units=64", "learner.layers=2")
+    algo = build(cfg, tmp_path)
+    out = algo.run()
+    assert out["eval/return"] >= -30.0, algo.eval_history
+
+
 def test_precision_auto_and_bad_value(monkeypatch):
     """`precision: auto` (the default) is bf16 exactly where the device computes bf16 natively, fp32
     elsewhere; explicit values are kept; an unknown one fails with the valid list."""
@@ -101,4 +101,4 @@ def test_precision_auto_and_bad_value(monkeypatch):
     assert dr.resolve_precision("auto", cpu) == "fp32"
     with pytest.raises(dr.UserError, match=r"precision='fp16'; valid: auto, fp32, bf16"):
         dr.resolve_precision("fp16", cpu)
-    assert OmegaConf.load(CONFIG_DIR / "algo" / "dreamer.yaml").precision == "auto"
+    assert compose(["algo=dreamer"]).algo.precision == "auto"

@@ -15,8 +15,8 @@ from mbrl.data.offline import load_d4rl
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), OMP_NUM_THREADS="1")
-SMALL_MODEL = ["algo.rollout_batch=200", "algo.rollout_every=50", "algo.model_max_updates=100", "algo.sac.hidden=32",
-               "+algo.model_overrides.hidden=32", "+algo.model_overrides.layers=2"]
+SMALL_MODEL = ["algo.rollout_batch=200", "algo.rollout_every=50", "algo.fit.max_updates=100", "learner.hidden=32",
+               "model.hidden=32", "model.layers=2"]
 
 
 def _run(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
@@ -58,7 +58,7 @@ def test_collect_errors():
 
 @pytest.mark.parametrize("algo", ["bc", "iql", "cql", "td3bc", "mopo", "morel", "mobile", "ravl"])
 def test_offline_cli_end_to_end(algo, point_data, tmp_path):
-    extra = SMALL_MODEL if algo in ("mopo", "morel", "mobile", "ravl") else [f"algo.{algo}.hidden=32"]
+    extra = SMALL_MODEL if algo in ("mopo", "morel", "mobile", "ravl") else ["learner.hidden=32"]
     _run(["-m", "mbrl.train", "env=d4rl/point-random", f"dataset_path={point_data}", f"algo={algo}", "steps=60", "eval_every=30",
           "eval_episodes=2", "checkpoint_every=30", "progress=false", "tensorboard=false", "threads=1", f"run_dir={tmp_path}", *extra])
     assert len(_metric(tmp_path, "eval/normalized_score")) == 2
@@ -78,8 +78,28 @@ def test_mopo_beats_behaviour_cloning(point_data, tmp_path):
     common = ["env=d4rl/point-random", f"dataset_path={point_data}", "eval_episodes=10", "progress=false", "tensorboard=false", "threads=1"]
     _run(["-m", "mbrl.train", *common, "algo=bc", "steps=500", f"run_dir={tmp_path / 'bc'}"])
     _run(["-m", "mbrl.train", *common, "algo=mopo", "steps=1500", "eval_every=1500", f"run_dir={tmp_path / 'mopo'}", "algo.rollout_batch=1000",
-          "algo.rollout_every=250", "algo.model_max_updates=1500", "algo.sac.hidden=64", "+algo.model_overrides.hidden=64",
-          "+algo.model_overrides.layers=2", "algo.real_ratio=0.1"])
+          "algo.rollout_every=250", "algo.fit.max_updates=1500", "learner.hidden=64", "model.hidden=64",
+          "model.layers=2", "algo.real_ratio=0.1"])
     bc = _metric(tmp_path / "bc", "eval/normalized_score")[-1]
     mopo = _metric(tmp_path / "mopo", "eval/normalized_score")[-1]
     assert mopo > 35.0 and mopo > bc + 25.0, (mopo, bc)
+
+
+RSSM_TINY = ["model.size=XS", "model.deter=32", "model.hidden=32", "model.stoch=4", "model.classes=4", "model.blocks=2", "model.layers=1"]
+
+
+def test_rssm_mopo_end_to_end(point_data, tmp_path):
+    """`model=rssm algo=mopo` on a D4RL-format file: the RSSM is fitted on the dataset's sequences, the
+    penalty is the aleatoric signal of its heads (`model.heads`), SAC learns on its features and acts
+    through the posterior. Without heads the run fails at build time with one line naming the fix."""
+    common = ["-m", "mbrl.train", "env=d4rl/point-random", f"dataset_path={point_data}", "model=rssm", "algo=mopo", *RSSM_TINY,
+              "progress=false", "tensorboard=false", "threads=1"]
+    out = subprocess.run([sys.executable, *common], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr[-2000:]
+    assert "needs the uncertainty signal 'aleatoric'" in out.stderr and "model.heads=5" in out.stderr, out.stderr
+    _run([*common, "model.heads=3", "model.heads_hidden=32", "steps=60", "eval_every=30", "eval_episodes=2", "checkpoint_every=30",
+          "algo.rollout_batch=64", "algo.rollout_every=20", "algo.fit.seq_updates=30", "algo.fit.seq_batch=8", "algo.fit.seq_length=16",
+          "learner.hidden=32", f"run_dir={tmp_path}"])
+    assert len(_metric(tmp_path, "eval/normalized_score")) == 2
+    assert min(_metric(tmp_path, "dyna/imagined")) > 0 and min(_metric(tmp_path, "dyna/penalty")) > 0
+    assert (tmp_path / "checkpoints" / "latest.pt").exists()

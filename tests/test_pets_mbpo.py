@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from mbrl.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,17 +14,19 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: see conftest
 
 
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_fmt(x) for x in v) + "]"
+    return str(v)
+
+
 def make_cfg(env: str, algo: str, **overrides):
-    base = OmegaConf.load(ROOT / "configs/config.yaml")
-    cfg = OmegaConf.create({k: v for k, v in base.items() if k not in ("defaults", "hydra")})
-    cfg.model = OmegaConf.load(ROOT / "configs/model/ensemble.yaml")
-    cfg.algo = OmegaConf.load(ROOT / f"configs/algo/{algo}.yaml")
-    cfg.env = env
-    cfg.progress = False
-    cfg.tensorboard = False
-    for k, v in overrides.items():
-        OmegaConf.update(cfg, k, v, merge=True)
-    return cfg
+    """The run config the CLI would build for these overrides (mbrl.config.compose)."""
+    from mbrl.config import compose
+
+    return compose([f"env={env}", f"algo={algo}", "progress=false", "tensorboard=false", *(f"{k}={_fmt(v)}" for k, v in overrides.items())])
 
 
 def metric(run_dir, key):
@@ -50,7 +51,7 @@ def test_pets_runs_from_config_on_inverted_pendulum():
 
     cfg = make_cfg("gym/InvertedPendulum-v5", "pets", **{
         "steps": 160, "algo.prefill": 120, "eval_episodes": 1, "model.hidden": 32, "model.layers": 2, "algo.horizon": 8, "algo.particles": 5,
-        "algo.planner_options.icem.population": 40, "algo.planner_options.icem.iterations": 2, "checkpoint_every": 0,
+        "planner.population": 40, "planner.iterations": 2, "checkpoint_every": 0,
     })
     with tempfile.TemporaryDirectory() as d:
         algo = from_config(cfg, d)
@@ -72,7 +73,7 @@ def test_pets_any_planner(planner):
 
     cfg = make_cfg("gym/InvertedPendulum-v5", "pets", **{
         "steps": 60, "algo.prefill": 50, "eval_episodes": 1, "model.hidden": 16, "model.layers": 1, "algo.horizon": 5, "algo.particles": 5,
-        "algo.planner": planner, f"algo.planner_options.{planner}.population": 20, "checkpoint_every": 0, "save_buffer": False,
+        "planner": planner, "planner.population": 20, "checkpoint_every": 0, "save_buffer": False,
     })
     algo = from_config(cfg, None)
     algo.run()
@@ -81,7 +82,7 @@ def test_pets_any_planner(planner):
 
 PETS_IP = {  # PETS with a TD(λ) terminal value on InvertedPendulum-v5 (see README: plain PETS cannot solve it)
     "algo.prefill": 100, "algo.terminal_value": True, "algo.discount": 0.99, "algo.horizon": 8, "algo.particles": 10,
-    "algo.planner_options.icem.population": 200, "algo.model_min_updates": 1000, "model.hidden": 128, "model.layers": 3,
+    "planner.population": 200, "algo.fit.min_updates": 1000, "model.hidden": 128, "model.layers": 3,
     "eval_every": 0, "eval_episodes": 0, "checkpoint_every": 0, "save_buffer": False,
 }
 
@@ -124,10 +125,10 @@ def test_pets_terminal_value_plumbing():
     from mbrl.algos.pets import from_config
 
     over = {"steps": 80, "algo.prefill": 50, "eval_episodes": 1, "model.hidden": 16, "model.layers": 1, "algo.horizon": 4, "algo.particles": 4,
-            "algo.planner_options.icem.population": 20, "algo.terminal_value": True, "algo.value_options.updates": 20, "save_buffer": False}
+            "planner.population": 20, "algo.terminal_value": True, "algo.value_options.updates": 20, "save_buffer": False}
     with pytest.raises(UserError, match="discount < 1"):
         from_config(make_cfg("gym/InvertedPendulum-v5", "pets", **over), None)
-    with pytest.raises(UserError, match="valid: hidden"):
+    with pytest.raises(UserError, match="unknown key 'algo.value_options.hiden'"):
         from_config(make_cfg("gym/InvertedPendulum-v5", "pets", **over, **{"algo.discount": 0.99, "algo.value_options.hiden": 3}), None)
     cfg = make_cfg("gym/InvertedPendulum-v5", "pets", **over, **{"algo.discount": 0.99})
     with tempfile.TemporaryDirectory() as d:
@@ -170,8 +171,8 @@ def test_mbpo_learns_inverted_pendulum():
 
     cfg = make_cfg("gym/InvertedPendulum-v5", "mbpo", **{
         "steps": 5000, "algo.prefill": 300, "algo.train_ratio": 10, "algo.rollout_batch": 5000, "algo.real_ratio": 0.05,
-        "algo.rollout_schedule": [0, 1, 1, 1], "algo.sac.hidden": 128, "model.hidden": 128, "model.layers": 3,
-        "eval_every": 500, "eval_episodes": 1, "algo.model_epochs": 200, "algo.model_patience": 10, "algo.model_max_updates": 1000, "checkpoint_every": 0, "save_buffer": False,
+        "algo.rollout_schedule": [0, 1, 1, 1], "learner.hidden": 128, "model.hidden": 128, "model.layers": 3,
+        "eval_every": 500, "eval_episodes": 1, "algo.fit.epochs": 200, "algo.fit.patience": 10, "algo.fit.max_updates": 1000, "checkpoint_every": 0, "save_buffer": False,
     })
     with tempfile.TemporaryDirectory() as d:
         algo = from_config(cfg, d)
@@ -189,7 +190,7 @@ def test_mbpo_learns_inverted_pendulum():
         except _Solved:
             pass
         evals = algo.eval_history
-        imagined = metric(d, "mbpo/imagined")
+        imagined = metric(d, "dyna/imagined")
     assert imagined and min(v for _, v in imagined) > 0
     assert max(v for _, v in evals) >= MBPO_GOAL, evals
 
@@ -210,3 +211,19 @@ def test_main_job_is_the_tested_pets_run():
     loop_only = {"eval_every", "eval_episodes", "checkpoint_every", "save_buffer"}
     want = {k: v for k, v in PETS_IP.items() if k not in loop_only}
     assert {k: str(v).lower() for k, v in want.items()} == {k: v.lower() for k, v in args.items()}
+
+
+def test_mbpo_small_rollout_batch_mixes_what_the_imagined_buffer_holds():
+    """`algo.rollout_batch=200` used to crash mid-run ("cannot sample batch_size=243: the buffer holds only
+    200 transitions"): the real/imagined mix now takes from the imagined buffer what it holds."""
+    from mbrl.train import build
+
+    cfg = make_cfg("gym/Pendulum-v1", "mbpo", **{"steps": 400, "algo.prefill": 256, "algo.rollout_batch": 200, "algo.real_ratio": 0.05,
+                                                 "algo.rollout_schedule": [0, 1, 1, 1], "algo.model_train_every": 100, "algo.train_ratio": 1,
+                                                 "model.hidden": 16, "model.layers": 1, "learner.hidden": 32, "algo.fit.epochs": 2,
+                                                 "eval_episodes": 1, "checkpoint_every": 0, "save_buffer": False})
+    algo = build(cfg, None)
+    algo.run()
+    assert 0 < len(algo.dyna.imagined) and algo.updates > 0
+    b = algo.dyna.sample(256)
+    assert b.reward.shape == (256,)

@@ -10,7 +10,7 @@ from conftest import run_cli
 
 FAST = ["env=toy/point", "steps=600", "algo=sac", "algo.prefill=200", "algo.batch_size=64", "eval_every=300",
         "eval_episodes=2", "log_every=200", "checkpoint_every=300", "progress=false", "algo.buffer_size=5000",
-        "algo.sac.hidden=64"]
+        "learner.hidden=64"]
 
 
 def _read_metrics(run_dir):
@@ -66,6 +66,12 @@ def test_multirun_seeds_default_run_dirs(tmp_path):
         (["algo=sac", "algo.batchsize=3"], "unknown key 'algo.batchsize' for algo=sac; valid: "),
         (["model=rssm", "algo.batchsize=3"], "unknown key 'algo.batchsize' for algo=dreamer; valid: "),
         (["model.size=XS"], "no model is named or implied"),
+        (["model=rssm", "algo=sac"], "algo=sac uses no model; drop model=rssm (algos with a model: dreamer, mbpo"),
+        (["algo=sac", "planner=cem"], "algo=sac uses no planner"),
+        (["planner=cme"], "unknown planner 'cme'; valid: cem, icem, mppi, random"),
+        (["algo=pets", "planner=cem", "planner.populaton=3"], "unknown key 'planner.populaton' for planner=cem; valid: "),
+        (["algo=mbpo", "learner=sac", "learner.hiden=3"], "unknown key 'learner.hiden' for learner=sac; valid: "),
+        (["env=toy/point", "model=rssm", "algo=mopo", "dataset_path=x"], "is offline and needs a dataset"),
     ],
 )
 def test_bad_input_one_line_error(args, expected, tmp_path):
@@ -86,6 +92,8 @@ def test_implied_algo_takes_its_keys():
     assert validate_overrides(["algo.batch_size=3"]) == ["algo=sac"]
     assert validate_overrides(["model=rssm"]) == []  # nothing to add: compose() fills the algo in
     assert validate_overrides(["algo=pets", "model.hidden=64"]) == ["model=ensemble"]
+    assert validate_overrides(["algo=pets", "planner.population=64"]) == ["planner=icem"]
+    assert validate_overrides(["algo=mbpo", "learner.hidden=64"]) == ["learner=sac"]
 
 
 def test_resume_continues_counters_and_buffer(tmp_path):
@@ -172,20 +180,15 @@ def test_plot_and_evaluate(smoke_runs, tmp_path):
 def test_build_seeds_network_init():
     # `seed=` decides the initial weights of every network an algo builds
     import tempfile
-    from pathlib import Path
 
     import torch
-    from omegaconf import OmegaConf
 
     from mbrl.train import build
 
-    ROOT = Path(__file__).resolve().parents[1]
-    base = OmegaConf.load(ROOT / "configs/config.yaml")
+    from mbrl.config import compose
 
     def weights(seed, global_seed):
-        cfg = OmegaConf.create({k: v for k, v in base.items() if k not in ("defaults", "hydra")})
-        cfg.algo = OmegaConf.load(ROOT / "configs/algo/sac.yaml")
-        cfg.seed, cfg.progress, cfg.tensorboard = seed, False, False
+        cfg = compose(["algo=sac", f"seed={seed}", "progress=false", "tensorboard=false"])
         torch.manual_seed(global_seed)  # the global RNG state before build must not matter
         with tempfile.TemporaryDirectory() as d:
             algo = build(cfg, d)

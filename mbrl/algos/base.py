@@ -28,6 +28,7 @@ from mbrl.data.batch import tree_map
 from mbrl.utils.checkpoint import load_checkpoint, save_checkpoint
 from mbrl.utils.logging import Logger
 from mbrl.utils.seeding import get_rng_state, seed_everything, set_rng_state
+from mbrl.errors import UserError
 
 
 @dataclass
@@ -296,7 +297,7 @@ class Algorithm:
             path = path / "checkpoints" / "latest.pt" if (path / "checkpoints").is_dir() else path / "latest.pt"
         ckpt = load_checkpoint(path, map_location=self.device)
         if ckpt.get("algo") != self.name:
-            raise ValueError(f"checkpoint {path} is from algo {ckpt.get('algo')!r}, not {self.name!r}")
+            raise UserError(f"checkpoint {path} is from algo {ckpt.get('algo')!r}, not {self.name!r}")
         for k, m in self.modules().items():
             m.load_state_dict(ckpt["modules"][k])
         c = ckpt["counters"]

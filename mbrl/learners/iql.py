@@ -12,6 +12,7 @@ from mbrl.learners.base import Learner
 from mbrl.learners.offline_nets import DeterministicActor, Normalizer, soft_update
 from mbrl.learners.sac import QEnsemble
 from mbrl.models.nets import mlp
+from mbrl.errors import UserError
 
 
 class IQL(Learner):
@@ -20,7 +21,7 @@ class IQL(Learner):
                  device: str | torch.device = "cpu"):
         super().__init__()
         if not 0.0 < expectile < 1.0:
-            raise ValueError(f"iql expectile must be in (0, 1), got {expectile}")
+            raise UserError(f"iql expectile must be in (0, 1), got {expectile}")
         self.gamma, self.tau, self.expectile, self.beta, self.max_weight = gamma, tau, expectile, beta, max_weight
         self.obs_norm = Normalizer(obs_dim)
         self.actor = DeterministicActor(obs_dim, action_dim, hidden, layers)

@@ -22,6 +22,7 @@ from torch import nn
 
 from mbrl.data.batch import Batch
 from mbrl.models.nets import mlp
+from mbrl.errors import UserError
 
 
 def successor_mask(data: Batch) -> np.ndarray:
@@ -62,9 +63,9 @@ class TerminalValue(nn.Module):
                  updates: int = 1000, batch_size: int = 256, refresh: int = 100, seed: Optional[int] = None):
         super().__init__()
         if not 0.0 < gamma < 1.0:
-            raise ValueError(f"terminal value gamma={gamma} is invalid; expected 0 < gamma < 1")
+            raise UserError(f"terminal value gamma={gamma} is invalid; expected 0 < gamma < 1")
         if not 0.0 <= lam <= 1.0:
-            raise ValueError(f"terminal value lam={lam} is invalid; expected 0 <= lam <= 1")
+            raise UserError(f"terminal value lam={lam} is invalid; expected 0 <= lam <= 1")
         self.gamma, self.lam = float(gamma), float(lam)
         self.updates, self.batch_size, self.refresh = int(updates), int(batch_size), max(1, int(refresh))
         with torch.random.fork_rng(devices=[]):

@@ -176,10 +176,14 @@ class WorldModel(nn.Module):
     #: action size (one-hot size for discrete actions) and whether actions are discrete
     action_dim: int = 0
     discrete: bool = False
-    #: optional ensemble of heads over the features (`model.heads=K`), see ensemble_heads.py
-    heads: Optional[nn.Module] = None
     #: members for fitting (per-member bootstrap, early stopping, elites); 1 = the model as a whole
     num_members: int = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: optional ensemble of heads over the features (`model.heads=K`), see ensemble_heads.py; an
+        #: instance attribute (a class-level None would shadow the registered submodule)
+        self.heads: Optional[nn.Module] = None
 
     # ------------------------------------------------------------------ construction
     @classmethod

@@ -439,6 +439,15 @@ class EnsembleModel(WorldModel):
                 out[name] = Members(features=nxt.reshape(K, *lead, d), reward=y[..., d].reshape(K, *lead), cont=cont.reshape(K, *lead))
         return out
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # checkpoints from when the model held its optimiser
-        state_dict.pop(prefix + "_optimizer", None)
+    def get_extra_state(self) -> dict:
+        """The sampling generator's state (TS1 assignments, particle noise): a resumed run continues it."""
+        return {"generator": self.generator.get_state()} if self.generator is not None else {}
+
+    def set_extra_state(self, state: dict) -> None:
+        if self.generator is not None and state and "generator" in state:
+            self.generator.set_state(state["generator"])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.pop(prefix + "_optimizer", None)  # checkpoints from when the model held its optimiser
+        state_dict.setdefault(prefix + "_extra_state", {})  # ... and from before the generator was saved
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

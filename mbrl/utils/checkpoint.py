@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from mbrl.errors import UserError
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -37,5 +38,5 @@ def save_checkpoint(obj: Any, path: str | Path) -> Path:
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> Any:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise UserError(f"no checkpoint at {path}")
     return torch.load(path, map_location=map_location, weights_only=False)
