@@ -17,12 +17,17 @@ def test_readme_library_example_runs():
 
 
 def test_readme_names_real_algos_and_models():
-    from mbrl.train import group_options
+    from mbrl.config import group_options
 
     for name in re.findall(r"algo=([a-z0-9]+)", README):
         assert name in group_options("algo"), name
     for name in re.findall(r"model=([a-z0-9]+)", README):
         assert name in group_options("model"), name
+    for group in ("planner", "learner"):
+        names = re.findall(rf"\b{group}=([a-z0-9_]+)", README)
+        assert names, group
+        for name in names:
+            assert name in group_options(group), (group, name)
     for bench in re.search(r"mbrl\.bench \{([a-z,]+)\}", README).group(1).split(","):
         assert (ROOT / "mbrl" / "bench" / f"{bench}.py").is_file(), bench
     for link in re.findall(r"\]\((results/[^)]+)\)", README):
