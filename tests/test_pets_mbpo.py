@@ -39,8 +39,8 @@ def test_pets_learns_cartpole():
     from mbrl.bench.pets import ours_returns
 
     # Bit-reproducible since the ensemble's seed also fixes its initial weights: this run gives
-    # [105, 97, 122, 121, 83, 85] (seed 1: [125, 157, 151, 169, 128, 126]) against ~20 for random actions;
-    # before constant targets were handled (the reward is 1 on every step) it gave [121, 81, 63, 103, 45, 32].
+    # [74, 97, 79, 200, 116, 76] since the model fit has its own generator (before: [105, 97, 122, 121, 83, 85];
+    # before constant targets were handled, the reward being 1 on every step: [121, 81, 63, 103, 45, 32]).
     rets = ours_returns(0, 6, hidden=64, layers=2, population=100, particles=5, iterations=4)
     assert len(rets) == 6
     assert max(rets) >= 100 and np.mean(rets) >= 90, rets
@@ -227,3 +227,24 @@ def test_mbpo_small_rollout_batch_mixes_what_the_imagined_buffer_holds():
     assert 0 < len(algo.dyna.imagined) and algo.updates > 0
     b = algo.dyna.sample(256)
     assert b.reward.shape == (256,)
+
+
+RSSM_MPC = ["model=rssm", "model.size=XS", "model.deter=64", "model.hidden=64", "model.stoch=8", "model.classes=8", "model.blocks=2",
+            "algo.prefill=200", "eval_every=0", "checkpoint_every=0", "save_buffer=false", "algo.horizon=5", "algo.particles=2",
+            "planner=icem", "planner.population=100", "planner.iterations=3", "algo.fit.seq_updates=200", "algo.fit.seq_batch=16",
+            "algo.fit.seq_length=32", "algo.fit.opt.lr=3e-3", "algo.fit.opt.clip=1000"]
+
+
+def test_rssm_latent_mpc_beats_random():
+    """`model=rssm algo=pets`: PlaNet-style MPC in the RSSM's latent space, planning from the posterior of
+    the acting Tracker (iCEM, 2 particles of the stochastic latent). toy/point: random -52 +- 24 per
+    episode, straight to the goal -5. Measured (seed 0, one thread): -25.0 +- 9.4 over the 8 evaluation episodes
+    after 800 env steps (200 random); seed 0 at 600 steps: -28.7, seed 1 at 600: -37.5."""
+    from mbrl.config import compose
+    from mbrl.train import build
+
+    cfg = compose(["env=toy/point", "algo=pets", "steps=800", "eval_episodes=8", "progress=false", "tensorboard=false", *RSSM_MPC])
+    algo = build(cfg, None)
+    out = algo.run()
+    assert algo.fits >= 5
+    assert out["eval/return"] >= -35.0, out

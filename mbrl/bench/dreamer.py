@@ -94,8 +94,9 @@ def _ours(size: str, B: int, L: int, H: int, A: int, steps: int, warmup: int, pr
 
     from mbrl.algos.dreamer import Dreamer  # noqa: F401  (import cost outside timing)
     from mbrl.data.batch import Batch
-    from mbrl.learners.actor_critic import ActorCritic, Optim
+    from mbrl.learners.actor_critic import ActorCritic
     from mbrl.models.rssm import RSSM
+    from mbrl.utils.optim import Optim
     import contextlib
 
     torch.manual_seed(0)
@@ -116,9 +117,9 @@ def _ours(size: str, B: int, L: int, H: int, A: int, steps: int, warmup: int, pr
 
     def step(b):
         with ctx():
-            loss, _ = wm.loss(b)
+            loss, _, start = wm.loss(b)  # start: the batch's (detached) posterior states
         opt.step(loss)
-        ac.imagine_and_update(wm, wm.last_states, 1.0 - b["terminated"].float(), autocast=ctx())
+        ac.imagine_and_update(wm, start, 1.0 - b["terminated"].float(), autocast=ctx())
 
     times = []
     for i in range(warmup + steps):
@@ -197,7 +198,7 @@ def report_run(run_dir: str, name: str | None = None) -> int:
     env = str(cfg.env)
     repeat = int((cfg.get("env_kwargs") or {}).get("action_repeat") or envs.suite_defaults(env.split("/", 1)[0]).get("action_repeat", 1))
     m, a = cfg.model, cfg.algo
-    ac = a.actor_critic
+    ac = cfg.learner if cfg.get("learner") is not None else a.actor_critic  # runs from before the learner group: algo.actor_critic
     command = (d / "command.txt").read_text().strip() if (d / "command.txt").is_file() else f"python -m mbrl.train env={env} model=rssm"
     lines = [f"- env: `{env}`, action repeat {repeat} (env steps = agent steps x {repeat})",
              f"- model: size preset {m.size} with deter {m.deter}, hidden {m.hidden}, {m.stoch} x {m.classes} latents, {m.blocks} GRU blocks",

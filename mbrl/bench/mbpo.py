@@ -17,7 +17,7 @@ from pathlib import Path
 from mbrl.bench.peers import ROOT, write_result
 
 CPU_OVERRIDES = [
-    "steps=100000", "algo.prefill=2000", "algo.train_ratio=5", "algo.model_max_updates=400", "algo.rollout_batch=10000",
+    "steps=100000", "algo.prefill=2000", "algo.train_ratio=5", "algo.fit.max_updates=400", "algo.rollout_batch=10000",
     "algo.rollout_schedule=[0,1,1,1]", "eval_every=1000", "eval_episodes=3", "checkpoint_every=0", "save_buffer=false",
     "model.ensemble_size=7", "model.num_elites=5", "progress=false",
 ]

@@ -169,21 +169,24 @@ TRUE_FNS_NOTE = "mbrl-lib uses the true reward and termination functions (its ex
 
 def build_ours(seed: int, planning_dtype: str = "bfloat16", run_dir=None, terminal_value: bool = False, **overrides):
     from mbrl.algos.base import LoopConfig
+    from mbrl.algos.model_fit import ModelFitter
     from mbrl.algos.pets import PETS
     from mbrl.data import ReplayBuffer
     from mbrl.models.ensemble import EnsembleModel
 
     c = {**CFG, **overrides}
     env, eval_env = make_cartpole_vec(seed, c["trial_length"]), make_cartpole_vec(seed + 1, c["trial_length"])
-    model = EnsembleModel(4, 1, ensemble_size=c["ensemble_size"], num_elites=c["ensemble_size"], hidden=c["hidden"], layers=c["layers"],
-                          propagation="ts_inf", planning_dtype=planning_dtype, seed=seed)
+    # from_config draws the initial weights from `seed` (a direct constructor call would not)
+    model = EnsembleModel.from_config(dict(ensemble_size=c["ensemble_size"], num_elites=c["ensemble_size"], hidden=c["hidden"], layers=c["layers"],
+                                           propagation="ts_inf", planning_dtype=planning_dtype), env.single_observation_space, env.single_action_space, seed)
+    # mbrl-lib's trainer: Adam lr 1e-3, batch 32, 5% hold-out, `train(num_epochs=50, patience=50)`
+    fitter = ModelFitter(model, seed=seed, epochs=c["model_epochs"], patience=c["model_patience"], batch_size=32, holdout_ratio=0.05, opt={"lr": 1e-3})
     buffer = ReplayBuffer.for_env(env, 100_000, seed=seed)
     loop = LoopConfig(steps=0, prefill=c["trial_length"], train_ratio=1.0, eval_every=0, eval_episodes=1, log_every=10**9,
                       checkpoint_every=0, save_buffer=False, seed=seed, progress=False, tensorboard=False)
-    algo = PETS(env, eval_env, buffer, model, loop, planner="cem",
-                planner_options=dict(population=c["population"], iterations=c["iterations"], elite_ratio=c["elite_ratio"], alpha=c["alpha"], return_mean_elites=True),
-                horizon=c["horizon"], particles=c["particles"], fit_on_episode_end=True, fit_every=10**9, model_epochs=c["model_epochs"], model_patience=c["model_patience"],
-                model_batch_size=32, holdout_ratio=0.05, run_dir=run_dir,
+    algo = PETS(env, eval_env, buffer, model, fitter, loop,
+                planner=dict(name="cem", population=c["population"], iterations=c["iterations"], elite_ratio=c["elite_ratio"], alpha=c["alpha"], return_mean_elites=True),
+                horizon=c["horizon"], particles=c["particles"], fit_on_episode_end=True, fit_every=10**9, run_dir=run_dir,
                 terminal_value=terminal_value, discount=VALUE_DISCOUNT if terminal_value else 1.0)
     return algo
 
