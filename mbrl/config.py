@@ -147,9 +147,10 @@ def validate_overrides(argv: list[str]) -> list[str]:
         if chosen.get(head) or head == "sweep":
             continue
         names = sorted({c[head] for c in combos if c.get(head)})
-        if any(k.startswith(head + ".") for k, _ in pairs) and len(names) == 1:
-            chosen[head] = names
-            extra.append(f"{head}={names[0]}")
+        if any(k.startswith(head + ".") for k, _ in pairs) and names:
+            chosen[head] = names  # keys are checked against every implied choice
+            if len(names) == 1 and all(c.get(head) == names[0] for c in combos):  # the same for every job
+                extra.append(f"{head}={names[0]}")
     for key, value in pairs:
         head = key.split(".", 1)[0]
         if key == "env" and _is_simple_list(value):
@@ -198,11 +199,13 @@ def finalize(cfg: Any, overrides: list[str]) -> Any:
         full = implied(choices)
         check_uses(full)
         for g in ("algo", *USES):
-            if cfg.get(g) is None and full.get(g):
+            if choices.get(g) is None and full.get(g):
+                # a group hydra did not load by name: load the implied choice, then put the user's keys of
+                # it over it (force-added by the CLI as `++group.key=value`: a multirun over algos)
+                partial = cfg.get(g)
                 cfg[g] = load_group(g, full[g])
-                for o in overrides:  # a user key of a group hydra did not load (multirun over algos)
-                    if o.split("=", 1)[0].startswith(g + "."):
-                        cfg.merge_with(OmegaConf.from_dotlist([o]))
+                if partial is not None:
+                    cfg[g] = OmegaConf.merge(cfg[g], partial)
         suite = str(cfg.env).split("/", 1)[0]
         for k, v in ((cfg.algo.get("suites") or {}).get(suite) or {}).items():
             # `model.x` keys go to the model; everything else is an algo key (loop keys such

@@ -133,10 +133,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     # env_kwargs is an open dict of envs.make arguments: `env_kwargs.pixels=true` adds a key
     argv = [f"+{a}" if a.startswith("env_kwargs.") else a for a in argv]
-    # a group swept in a multirun (`algo=mopo,morel`) is not in the config hydra composes first: its keys
-    # are force-added (`++algo.k=v`), and each job's composition validates them against its choice
-    swept = {a.split("=", 1)[0] for a in argv if "=" in a and a.split("=", 1)[0] in ("model", "algo", "planner", "learner") and "," in a.split("=", 1)[1]}
-    argv = [f"++{a}" if "=" in a and a.split(".", 1)[0] in swept and "." in a.split("=", 1)[0] else a for a in argv]
+    # keys of a group that hydra does not load by one name (swept in a multirun, `algo=mopo,morel`, or
+    # implied differently per job) are force-added (`++algo.k=v`); each job's composition (finalize) puts
+    # them over the group it loads. validate_overrides has checked them against every choice.
+    groups = ("model", "algo", "planner", "learner")
+    single = {k for k, v in (a.split("=", 1) for a in argv if "=" in a) if k in groups and "," not in v}
+    argv = [f"++{a}" if "=" in a and "." in a.split("=", 1)[0] and a.split(".", 1)[0] in groups and a.split(".", 1)[0] not in single else a
+            for a in argv]
     sys.argv = [sys.argv[0], *argv]
     from mbrl.utils.memory import keep_freed_memory
 

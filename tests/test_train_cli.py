@@ -94,6 +94,10 @@ def test_implied_algo_takes_its_keys():
     assert validate_overrides(["algo=pets", "model.hidden=64"]) == ["model=ensemble"]
     assert validate_overrides(["algo=pets", "planner.population=64"]) == ["planner=icem"]
     assert validate_overrides(["algo=mbpo", "learner.hidden=64"]) == ["learner=sac"]
+    # a multirun whose jobs imply different groups: nothing is added (each job loads its own, keys go on top)
+    assert validate_overrides(["algo=iql,mopo", "learner.hidden=24", "model.hidden=16"]) == []
+    with pytest.raises(Exception, match="unknown key 'learner.hiden' for learner=iql"):
+        validate_overrides(["algo=iql,mopo", "learner.hiden=24"])
 
 
 def test_resume_continues_counters_and_buffer(tmp_path):
