@@ -11,7 +11,8 @@ not to the model) and is checkpointed with the fitter.
   `epochs` epochs with early stopping when no member improved its held-out score
   (`model.member_scores`) by `improvement` (relative) for `patience` epochs, each member's best
   weights restored (`model.member_parameters`) and the elites chosen (`model.select_elites`).
-  `min_updates` / `max_updates` bound the gradient steps.
+  `min_updates` / `max_updates` bound the gradient steps. Splits and bootstraps are drawn from the model's
+  own generator where it keeps one (`WorldModel.generator`), else from the fitter's (seeded) one.
 - Models trained on sequences (latent backbones): `seq_updates` gradient steps per fit on sampled
   sequence batches [seq_batch, seq_length] (the loss itself handles episode starts).
 """
@@ -92,7 +93,7 @@ class ModelFitter:
         dev = next(model.parameters()).device
         data = Batch({k: data[k].to(dev) for k in ("obs", "action", "reward", "next_obs", "terminated")})
         n = data.reward.shape[0]
-        g = self.generator
+        g = model.generator if model.generator is not None else self.generator  # one stream per seeded model
         perm = torch.randperm(n, generator=g).to(dev)
         n_val = min(int(n * self.holdout_ratio), self.max_holdout) if n >= 10 else 0
         val = Batch({k: v[perm[:n_val]] for k, v in data.items()})

@@ -178,6 +178,9 @@ class WorldModel(nn.Module):
     discrete: bool = False
     #: members for fitting (per-member bootstrap, early stopping, elites); 1 = the model as a whole
     num_members: int = 1
+    #: the model's own seeded random stream (sampling noise, member assignment), if it keeps one; the
+    #: fitter then draws its hold-out split and bootstraps from it too, so a seeded run is one stream
+    generator: Optional[torch.Generator] = None
 
     def __init__(self) -> None:
         super().__init__()
