@@ -24,7 +24,6 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from mbrl.data.batch import tree_map
 from mbrl.utils.checkpoint import load_checkpoint, save_checkpoint
 from mbrl.utils.logging import Logger
 from mbrl.utils.seeding import get_rng_state, seed_everything, set_rng_state
@@ -128,9 +127,6 @@ class Algorithm:
         return len(self.buffer) > 0
 
     # ----- helpers ------------------------------------------------------------------------------
-    def to_torch(self, obs: Any) -> Any:
-        return tree_map(lambda a: torch.as_tensor(np.asarray(a), device=self.device), obs)
-
     def random_actions(self) -> np.ndarray:
         return self.env.action_space.sample()
 

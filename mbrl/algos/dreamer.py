@@ -70,7 +70,6 @@ class Dreamer(Algorithm):
         wo.update(wm_opt or {})
         self.wm_optim = Optim(self.wm.parameters(), **wo)
         self.pretrain_updates = int(pretrain_updates)
-        self.action_dim = int(self.action_space.n) if self.discrete else int(self.action_space.shape[0])
 
     def autocast(self):
         if self.precision == "bf16":

@@ -60,10 +60,11 @@ class ModelFitter:
         self.autocast: Any = contextlib.nullcontext
 
     # ------------------------------------------------------------------ entry points
-    def fit(self, buffer: Any) -> dict[str, float]:
-        """Fit on everything `buffer` (a ReplayBuffer) holds; returns metrics."""
+    def fit(self, buffer: Any, transitions: Optional[Batch] = None) -> dict[str, float]:
+        """Fit on everything `buffer` (a ReplayBuffer) holds; returns metrics. `transitions`: the buffer's
+        `all_transitions()` when the caller already gathered them (not gathered twice)."""
         if self.model.train_on == "transitions":
-            return self.fit_transitions(buffer.all_transitions())
+            return self.fit_transitions(buffer.all_transitions() if transitions is None else transitions)
         return self.fit_sequences(buffer)
 
     def update(self, batch: Batch) -> tuple[dict[str, float], Any]:

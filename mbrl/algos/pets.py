@@ -87,16 +87,17 @@ class PETS(Algorithm):
 
     # ------------------------------------------------------------------ model
     def value_data(self):
-        """Real transitions in feature space, in stream order (the value's TD(λ) targets need it)."""
-        if self.model.markov_obs:
-            return self.buffer.all_transitions()
+        """A latent model's real transitions in feature space, in stream order within each sampled
+        sequence (the value's TD(λ) targets need it)."""
         with torch.no_grad():
             return feature_transitions(self.model, self.buffer.sample_sequences(self.value_sequences, self.value_length).to(self.device))
 
     def fit_model(self) -> dict[str, float]:
-        m = self.fitter.fit(self.buffer)
+        # an observation-space model's real transitions are its features: gathered once for the fit and the value
+        real = self.buffer.all_transitions() if self.model.markov_obs else None
+        m = self.fitter.fit(self.buffer, transitions=real if self.model.train_on == "transitions" else None)
         if self.value is not None:
-            m.update(self.value.fit(self.value_data()))
+            m.update(self.value.fit(real if real is not None else self.value_data()))
         self.fitted = True
         self.fits += 1
         self._steps_since_fit = 0

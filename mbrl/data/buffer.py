@@ -423,8 +423,7 @@ class ReplayBuffer:
         c = self.stream_capacity
         if length > c:
             raise UserError(f"sequence length {length} is longer than a stream: each env stream holds at most {c} entries (capacity {self.capacity} // num_envs {self.num_envs})")
-        avail = self._count - self._pending()  # a running episode's newest entry has no action yet
-        starts = np.maximum(avail - length + 1, 0)
+        avail, starts = self._chunk_starts(length)
         total = int(starts.sum())
         if total == 0:
             raise UserError(f"sequence length {length} is longer than any stream's stored data (longest: {int(avail.max())} complete entries); add more data or sample shorter sequences")
@@ -434,10 +433,15 @@ class ReplayBuffer:
         t0 = self._pos[st] - self._count[st] + off
         return st[:, None] * c + (t0[:, None] + np.arange(length)) % c
 
+    def _chunk_starts(self, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per stream: complete entries (a running episode's newest entry has no action yet) and how many
+        chunks of `length` start in them."""
+        avail = self._count - self._pending()
+        return avail, np.maximum(avail - int(length) + 1, 0)
+
     def num_chunks(self, length: int) -> int:
         """How many distinct sequence chunks of `length` the buffer can sample from now."""
-        avail = self._count - self._pending()
-        return int(np.maximum(avail - int(length) + 1, 0).sum())
+        return int(self._chunk_starts(length)[1].sum())
 
     def sample_sequences(self, batch_size: int, length: int) -> Batch:
         """Chunks [B, L] in stream layout: obs, action (taken at obs; zeros on is_last), reward /
