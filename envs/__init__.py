@@ -4,7 +4,7 @@ Names are `suite/task`:
 - `gym/<id>`           any gymnasium id: `gym/HalfCheetah-v5`, `gym/Pendulum-v1`, `gym/CartPole-v1`
 - `dmc/<domain>-<task>` DeepMind Control: `dmc/walker-walk`, `dmc/ball_in_cup-catch` (action repeat 2)
 - `atari/<game>`       Atari 100k protocol: `atari/pong`, `atari/ms_pacman`, `atari/MsPacman`
-- `toy/<task>`         tiny numpy tasks for tests: `toy/point`, `toy/point-pixels`, `toy/chain`
+- `toy/<task>`         tiny numpy tasks for tests: `toy/point`, `toy/point-pixels`, `toy/chain`, `toy/memory-<L>`
 
 `make` returns a `gymnasium.vector.VectorEnv` with SAME_STEP autoreset: when env i ends, `step`
 returns the first obs of its next episode in `obs[i]` and the last obs in `info["final_obs"][i]`
@@ -79,10 +79,9 @@ def check(name: str) -> tuple[str, str]:
 
         game_name(task)
     elif suite == "toy":
-        from envs.toy import TASKS
+        from envs.toy import check_task
 
-        if task not in TASKS:
-            raise UserError(f"unknown toy task {task!r}; valid: {', '.join(TASKS)}")
+        check_task(task)
     return suite, task
 
 
