@@ -210,22 +210,29 @@ def load_d4rl(path: str | Path, name: Optional[str] = None) -> OfflineDataset:
 
 
 def write_d4rl(path: str | Path, obs, action, reward, next_obs, terminated, truncated, attrs: Optional[dict] = None) -> Path:
-    """Write transitions as a D4RL-format HDF5 file (with `next_observations`), atomically."""
+    """Write transitions as a D4RL-format HDF5 file (with `next_observations`), atomically (a temp file
+    beside it, renamed in; removed if writing fails). Integer (pixel) observations keep their dtype."""
     import h5py
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("observations", data=np.asarray(obs, np.float32), compression="gzip")
-        f.create_dataset("next_observations", data=np.asarray(next_obs, np.float32), compression="gzip")
-        f.create_dataset("actions", data=np.asarray(action, np.float32), compression="gzip")
-        f.create_dataset("rewards", data=np.asarray(reward, np.float32))
-        f.create_dataset("terminals", data=np.asarray(terminated, bool))
-        f.create_dataset("timeouts", data=np.asarray(truncated, bool))
-        for k, v in (attrs or {}).items():
-            f.attrs[k] = v if not isinstance(v, (dict, list)) else json.dumps(v)
-    os.replace(tmp, path)
+    from mbrl.utils.checkpoint import atomic_write
+
+    def obs_array(x):
+        x = np.asarray(x)
+        return x if np.issubdtype(x.dtype, np.integer) else x.astype(np.float32)
+
+    def write(tmp: Path) -> None:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("observations", data=obs_array(obs), compression="gzip")
+            f.create_dataset("next_observations", data=obs_array(next_obs), compression="gzip")
+            f.create_dataset("actions", data=np.asarray(action, np.float32), compression="gzip")
+            f.create_dataset("rewards", data=np.asarray(reward, np.float32))
+            f.create_dataset("terminals", data=np.asarray(terminated, bool))
+            f.create_dataset("timeouts", data=np.asarray(truncated, bool))
+            for k, v in (attrs or {}).items():
+                f.attrs[k] = v if not isinstance(v, (dict, list)) else json.dumps(v)
+
+    path = atomic_write(path, write)
+    os.chmod(path, 0o644)  # the temp file was private (mkstemp); a dataset is readable like any file
     return path
 
 
