@@ -143,12 +143,13 @@ class ActorCritic(Learner):
         c0 = torch.ones(n, device=self.bins.device) if start_cont is None else start_cont.reshape(-1).float()
         ctx = autocast if autocast is not None else contextlib.nullcontext()
         dyn = self.actor_grad == "dynamics" or (self.actor_grad == "auto" and wm.differentiable_step)
+        raw: list[torch.Tensor] = []  # REINFORCE, continuous: the unclipped samples the log-probabilities are of
         with ctx, frozen(wm):  # the actor's gradient may flow through the model, never into it
             if dyn:
                 traj = wm.imagine(start, lambda f: self.act(f.detach(), explore=True), self.horizon)
             else:
                 with torch.no_grad():
-                    traj = wm.imagine(start, lambda f: self.act(f, explore=True), self.horizon)
+                    traj = wm.imagine(start, self._reinforce_policy(raw), self.horizon)
         feats = traj.features.float()  # [H+1, N, F]
         rew, con = traj.rewards.float(), traj.conts.float()  # [H, N]
         with ctx:
@@ -179,7 +180,8 @@ class ActorCritic(Learner):
         if dyn:
             objective = adv
         else:
-            objective = d.log_prob(traj.actions[:-1].detach().float()) * adv.detach()
+            taken = torch.stack(raw[:-1]) if raw else traj.actions[:-1].detach().float()
+            objective = d.log_prob(taken) * adv.detach()
         actor_loss = -(weight * (objective + self.actent * ent)).mean()
         actor_norm = self.actor_optim.step(actor_loss)
 
@@ -202,6 +204,23 @@ class ActorCritic(Learner):
         out = dict(zip(m.keys(), vals))
         out["ac/actor_grad_norm"], out["ac/critic_grad_norm"] = actor_norm, critic_norm
         return out
+
+    def _reinforce_policy(self, raw: list):
+        """The imagination policy of the REINFORCE path. Continuous actions: the model receives the
+        sample clipped to [-1, 1] (as the env does) while `raw` keeps the unclipped sample, whose
+        log-probability the score function needs (the log-probability of a clipped sample is that of
+        the boundary, whose gradient pushes every mean towards the bounds whatever the advantage's
+        sign; the reference's policy samples are unclipped too)."""
+        if self.discrete:
+            return lambda f: self.act(f, explore=True)
+
+        def policy(f: torch.Tensor) -> torch.Tensor:
+            d = self.dist(f)
+            x = d.loc + d.scale * torch.randn_like(d.loc)
+            raw.append(x)
+            return x.clamp(-1.0, 1.0)
+
+        return policy
 
     @torch.no_grad()
     def update_slow(self) -> None:
