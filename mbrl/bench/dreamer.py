@@ -88,7 +88,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-name", default=None, metavar="NAME", help="with --report-run: results/NAME.md and .png instead of dreamer_<env>")
 
 
-def _ours(size: str, B: int, L: int, H: int, A: int, steps: int, warmup: int, precision: str) -> dict:
+def _ours(size: str, B: int, L: int, H: int, A: int, steps: int, warmup: int, precision: str, model: str = "rssm") -> dict:
     import gymnasium as gym
     import torch
 
@@ -102,7 +102,11 @@ def _ours(size: str, B: int, L: int, H: int, A: int, steps: int, warmup: int, pr
     torch.manual_seed(0)
     obs_space = gym.spaces.Box(0, 255, (3, 64, 64), np.uint8)
     act_space = gym.spaces.Box(-1, 1, (A,), np.float32)
-    wm = RSSM(obs_space, act_space, size=size)
+    if model == "rssm":
+        wm = RSSM(obs_space, act_space, size=size)
+    else:  # another backbone from its config group (bench imagine --train-step)
+        from mbrl.bench.imagine import build_model
+        wm = build_model(model, {"size": size}, obs_space, act_space)
     ac = ActorCritic(wm.feat_dim, act_space, units=wm.hidden, layers=wm.layers, horizon=H)
     opt = Optim(wm.parameters(), kind="adam", lr=1e-4, eps=1e-8, clip=1000.0)
     g = torch.Generator().manual_seed(0)

@@ -146,10 +146,10 @@ class ActorCritic(Learner):
         raw: list[torch.Tensor] = []  # REINFORCE, continuous: the unclipped samples the log-probabilities are of
         with ctx, frozen(wm):  # the actor's gradient may flow through the model, never into it
             if dyn:
-                traj = wm.imagine(start, lambda f: self.act(f.detach(), explore=True), self.horizon)
+                traj = wm.imagine(start, lambda f: self.act(f.detach(), explore=True), self.horizon, keep_states=False)
             else:
                 with torch.no_grad():
-                    traj = wm.imagine(start, self._reinforce_policy(raw), self.horizon)
+                    traj = wm.imagine(start, self._reinforce_policy(raw), self.horizon, keep_states=False)
         feats = traj.features.float()  # [H+1, N, F]
         rew, con = traj.rewards.float(), traj.conts.float()  # [H, N]
         with ctx:

@@ -143,12 +143,13 @@ class TransformerWM(WorldModel):
         p = SIZES[size]
         pick = lambda v, k: int(v if v is not None else p[k])  # noqa: E731
         self.width, self.nlayers, self.nheads = pick(width, "width"), pick(layers, "layers"), pick(attn_heads, "attn_heads")
-        self.hidden_units, self.mlp_layers, self.depth = pick(hidden, "hidden"), pick(mlp_layers, "mlp_layers"), pick(depth, "depth")
-        ints = dict(width=self.width, layers=self.nlayers, attn_heads=self.nheads, hidden=self.hidden_units, depth=self.depth, stoch=stoch,
+        # `hidden` / `layers`: the dense units and MLP layers (what Dreamer sizes its actor and critic by, as for RSSM)
+        self.hidden, self.layers, self.depth = pick(hidden, "hidden"), pick(mlp_layers, "mlp_layers"), pick(depth, "depth")
+        ints = dict(width=self.width, layers=self.nlayers, attn_heads=self.nheads, hidden=self.hidden, depth=self.depth, stoch=stoch,
                     classes=classes, imag_context=imag_context)
         bad = {k: v for k, v in ints.items() if int(v) < 1}
-        if bad or self.mlp_layers < 0 or bins < 2 or not 0 <= unimix < 1 or not 0 <= dropout < 1 or cpc_steps < 0 or cpc_dim < 1 or reward_smooth < 0:
-            raise UserError(f"model=transformer: bad settings {bad or dict(mlp_layers=self.mlp_layers, bins=bins, unimix=unimix, dropout=dropout, cpc_steps=cpc_steps, cpc_dim=cpc_dim, reward_smooth=reward_smooth)}; "
+        if bad or self.layers < 0 or bins < 2 or not 0 <= unimix < 1 or not 0 <= dropout < 1 or cpc_steps < 0 or cpc_dim < 1 or reward_smooth < 0:
+            raise UserError(f"model=transformer: bad settings {bad or dict(mlp_layers=self.layers, bins=bins, unimix=unimix, dropout=dropout, cpc_steps=cpc_steps, cpc_dim=cpc_dim, reward_smooth=reward_smooth)}; "
                             "valid: width, layers, attn_heads, hidden, depth, stoch, classes, imag_context >= 1; mlp_layers, cpc_steps, reward_smooth >= 0; "
                             "cpc_dim >= 1; bins >= 2; 0 <= unimix, dropout < 1")
         if self.width % self.nheads:
@@ -164,7 +165,7 @@ class TransformerWM(WorldModel):
         self.cpc_steps, self.cpc_scale, self.reward_smooth = int(cpc_steps), float(cpc_scale), float(reward_smooth)
         self.discrete, self.action_dim = action_spec(action_space, "transformer")
         self.latent = CategoricalLatent(stoch, classes, unimix)
-        Z, W, H, L = self.latent.dim, self.width, self.hidden_units, max(1, self.mlp_layers)
+        Z, W, H, L = self.latent.dim, self.width, self.hidden, max(1, self.layers)
         self.feat_dim = Z + W
 
         self.encoder = ObsEncoder(obs_space, self.depth, H, L, who="transformer")
@@ -206,8 +207,7 @@ class TransformerWM(WorldModel):
         tokens' keys / values [B, L, N, W]."""
         B, N, W = x.shape
         nh, hd = self.nheads, W // self.nheads
-        neg = torch.finfo(torch.float32).min
-        mask = torch.where(allowed, 0.0, neg).unsqueeze(1)  # [B, 1, N, M+N]
+        mask = torch.where(allowed, 0.0, -1e30).unsqueeze(1)  # [B, 1, N, M+N]; finite in bf16 too
         dist = dist.clamp(0, self.context - 1)
         ks, vs = [], []
         p = self.dropout if train else 0.0
@@ -290,6 +290,7 @@ class TransformerWM(WorldModel):
         qtime = torch.arange(T, device=dev) - 1
         dist = qtime[:, None] - ktime[None, :]  # [T, M+T]
         allowed = kvalid[:, None, :] & (qseg[:, :, None] == kseg[:, None, :]) & ((dist >= 0) & (dist < self.context)).unsqueeze(0)
+        allowed = allowed | (dist == 0).unsqueeze(0)  # a query always sees itself (token -1 without a state: nothing else)
         h, nk, nv = self._forward(x, state.keys, state.values, allowed, dist, train=train)
         # s_t.hidden = output of token t-1, zero where an episode starts (or nothing came before)
         start = first.clone()
