@@ -31,8 +31,17 @@ def main(argv: list[str] | None = None) -> int:
     mod = importlib.import_module(f"mbrl.bench.{name}")
     parser = argparse.ArgumentParser(prog=f"python -m mbrl.bench {name}", description=(mod.__doc__ or "").strip().splitlines()[0] if mod.__doc__ else None)
     mod.add_arguments(parser)
+    parser.add_argument("--overwrite", action="store_true", help="replace existing results/ files (default: refuse them)")
     args = parser.parse_args(argv[1:])
-    return int(mod.run(args) or 0)
+    from mbrl.bench import common
+    from mbrl.errors import UserError
+
+    common.OVERWRITE = bool(args.overwrite)
+    try:
+        return int(mod.run(args) or 0)
+    except UserError as e:
+        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -155,6 +155,10 @@ def build_ours(cfg: dict):
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out and not args.no_peer:
+        from mbrl.bench.common import claim
+
+        claim(args.out)  # refused before the measurement, not after it
     cfg = dict(steps=args.steps, episode_len=args.episode_len, action_dim=args.action_dim, seq_batch=args.seq_batch,
                seq_len=args.seq_len, batch=args.batch, reps=args.reps, rounds=args.rounds, warmup=args.warmup,
                threads=args.threads, pool=512, gather_threads=args.gather_threads)

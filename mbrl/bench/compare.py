@@ -131,6 +131,9 @@ def _summary(part: str, runs: list[dict]) -> tuple[float, list[float]]:
 def run(args) -> int:
     import torch
 
+    from mbrl.bench.common import claim
+
+    out_md, out_json = claim(args.out, Path(args.out).with_suffix(".json"))  # refused before the measurement
     torch.set_num_threads(args.threads)  # what the results header reports (the runs set their own)
     base_sha = _git("rev-parse", args.base)
     tmp = Path(tempfile.mkdtemp(prefix="mbrl_compare_"))
@@ -225,8 +228,8 @@ def run(args) -> int:
     cmd = f"nice python -m mbrl.bench compare --base {args.base}" + (f" --new {args.new}" if args.new else "") + (
         f" --repeats {args.repeats} --timed {args.timed} --size {args.size} --steps {args.steps} --warmup {args.warmup} --threads {args.threads} --clock {args.clock}"
         + (f" --only {args.only}" if args.only else ""))
-    p = write_result(args.out, "Protocol refactor: nothing gets slower (PETS planning, Dreamer training step; CPU)", cmd, body)
-    (p.with_suffix(".json")).write_text(json.dumps({"base": base_sha, "new": new_sha, "new_is_working_tree": not args.new, "order": order_log,
+    p = write_result(out_md, "Protocol refactor: nothing gets slower (PETS planning, Dreamer training step; CPU)", cmd, body)
+    out_json.write_text(json.dumps({"base": base_sha, "new": new_sha, "new_is_working_tree": not args.new, "order": order_log,
                                                     "results": results}, indent=1))
     print(p.read_text())
     return 0

@@ -191,15 +191,19 @@ def report_run(run_dir: str, name: str | None = None) -> int:
     import envs
     from mbrl.plot import plot
 
+    from mbrl.bench.common import claim
+
     d = Path(run_dir)
     cfg = OmegaConf.load(d / "config.yaml")
+    env = str(cfg.env)
+    given, name = name, name or "dreamer_" + env.replace("/", "_").replace("-", "_")
+    md_path, png_path = claim(f"{name}.md", f"{name}.png")  # refuse existing results before any work
     rows = list(csv.DictReader(open(d / "metrics.csv")))
     evals = [(int(r["step"]), float(r["value"]), float(r["wall_time"])) for r in rows if r["key"] == "eval/return"]
     train = [(int(r["step"]), float(r["value"])) for r in rows if r["key"] == "train/return"]
     upd = [(int(r["step"]), float(r["value"])) for r in rows if r["key"] == "time/updates"]
     last_step = max(int(r["step"]) for r in rows)
     wall = max(float(r["wall_time"]) for r in rows)
-    env = str(cfg.env)
     repeat = int((cfg.get("env_kwargs") or {}).get("action_repeat") or envs.suite_defaults(env.split("/", 1)[0]).get("action_repeat", 1))
     m, a = cfg.model, cfg.algo
     ac = cfg.learner if cfg.get("learner") is not None else a.actor_critic  # runs from before the learner group: algo.actor_critic
@@ -214,11 +218,10 @@ def report_run(run_dir: str, name: str | None = None) -> int:
     lines += [f"| {s} | {s * repeat} | {v:.1f} | {w / 60:.1f} |" for s, v, w in evals]
     lines += ["", "| agent steps | train episode return |", "|---|---|"]
     lines += [f"| {s} | {v:.1f} |" for s, v in train]
-    given, name = name, name or "dreamer_" + env.replace("/", "_").replace("-", "_")
     if evals:
-        png = plot([d], ROOT / "results" / f"{name}.png", key="eval/return", labels=[f"Dreamer ({env})"], title=f"Dreamer on {env} (agent steps x {repeat} = env steps)")
+        png = plot([d], png_path, key="eval/return", labels=[f"Dreamer ({env})"], title=f"Dreamer on {env} (agent steps x {repeat} = env steps)")
         lines += ["", f"Curve: [{png.name}]({png.name})"]
-    p = write_result(f"{name}.md", f"Dreamer learning run on {env}", f"{command} (report: python -m mbrl.bench dreamer --report-run {run_dir}{f' --report-name {given}' if given else ''})", "\n".join(lines))
+    p = write_result(md_path, f"Dreamer learning run on {env}", f"{command} (report: python -m mbrl.bench dreamer --report-run {run_dir}{f' --report-name {given}' if given else ''})", "\n".join(lines))
     print(f"wrote {p}")
     return 0
 
@@ -230,6 +233,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.report_run:
         return report_run(args.report_run, args.report_name)
+    if not args.no_write:
+        from mbrl.bench.common import claim
+
+        claim("bench_dreamer.md")  # refused before the measurement, not after it
 
     torch.set_num_threads(args.threads)
     B, L, H, A = 16, 64, 15, 6

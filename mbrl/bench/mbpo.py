@@ -32,7 +32,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from mbrl.bench.common import claim
+
     overrides = CPU_OVERRIDES + list(args.overrides)
+    task = args.env.replace("/", "_").replace("-", "_").lower()
+    name = f"mbpo_{task}_{args.device}"
+    md_path, png_path = claim(f"{name}.md", f"{name}.png")  # refuse existing results before the run
     if args.run_dir is None:
         run_dir = ROOT / "runs" / "mbpo_bench" / time.strftime("%Y-%m-%d_%H-%M-%S")
         cmd = [sys.executable, "-m", "mbrl.train", f"env={args.env}", "model=ensemble", "algo=mbpo", f"device={args.device}", f"run_dir={run_dir}", *overrides]
@@ -49,13 +54,11 @@ def run(args) -> int:
         run_dir, wall = Path(args.run_dir), None
     rows = list(csv.reader(open(Path(run_dir) / "metrics.csv")))
     evals = [(int(r[0]), float(r[2])) for r in rows if r[1] == "eval/return"]
-    task = args.env.replace("/", "_").replace("-", "_").lower()
-    name = f"mbpo_{task}_{args.device}"
     body = [f"MBPO on `{args.env}`, {args.device.upper()} run" + (f", stopped after {wall / 60:.1f} min of wall clock" if wall else "") + ".",
             f"Overrides: `{' '.join(overrides)}`.", "", "| env steps | eval return |", "|---:|---:|"]
     body += [f"| {s} | {v:.1f} |" for s, v in evals]
     cmd = f"python -m mbrl.bench mbpo --env {args.env} --minutes {args.minutes} --device {args.device}" + "".join(f" {o}" for o in args.overrides)
-    p = write_result(f"{name}.md", f"MBPO learning curve: {args.env} ({args.device.upper()})", cmd, "\n".join(body))
+    p = write_result(md_path, f"MBPO learning curve: {args.env} ({args.device.upper()})", cmd, "\n".join(body))
     if evals:
         import matplotlib
 
@@ -68,6 +71,6 @@ def run(args) -> int:
         ax.set_ylabel("eval return")
         ax.set_title(f"MBPO {args.env} ({args.device.upper()} run)")
         fig.tight_layout()
-        fig.savefig(p.with_suffix(".png"), dpi=120)
+        fig.savefig(png_path, dpi=120)
     print(p.read_text())
     return 0

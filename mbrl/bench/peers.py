@@ -103,8 +103,11 @@ def stamp() -> str:
 
 
 def write_result(path: str | Path, title: str, command: str, body: str) -> Path:
-    """Write a results markdown file with its command, machine and date."""
-    p = ROOT / "results" / path if not Path(path).is_absolute() else Path(path)
+    """Write a results markdown file with its command, machine and date (never over an existing
+    file unless `--overwrite`: mbrl/bench/common.py)."""
+    from mbrl.bench.common import claim
+
+    p = claim(path)[0]
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(f"# {title}\n\n- command: `{command}`\n- machine: {machine()}\n- date: {stamp()}\n\n{body.rstrip()}\n")
     return p

@@ -249,6 +249,12 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import os
 
+    from mbrl.bench.common import claim
+
+    if (args.returns_only or args.combine) and args.out == "bench_pets.md":
+        args.out = "bench_pets_returns.md"
+    out = Path(args.out)
+    claim(out, out.with_suffix(".json"), out.with_suffix(".png"))  # refused before the measurement, not after it
     if args.combine:
         return combine(args)
     threads = args.threads or os.cpu_count() or 1
@@ -258,8 +264,6 @@ def run(args) -> int:
     if args.returns_only:
         ours_bf16 = ours_fp32 = []
         peer = {"ms_per_action": []}
-        if args.out == "bench_pets.md":
-            args.out = "bench_pets_returns.md"
     else:
         ours_bf16 = ours_speed(args.seed, args.timed, "bfloat16")
         ours_fp32 = ours_speed(args.seed, args.timed, "float32")
