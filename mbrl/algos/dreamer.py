@@ -59,7 +59,7 @@ class Dreamer(Algorithm):
 
     def __init__(self, env, eval_env, buffer, world_model: WorldModel, actor_critic: ActorCritic, loop: LoopConfig,
                  batch_size: int = 16, batch_length: int = 64, wm_opt: Optional[dict] = None, precision: str = "auto",
-                 pretrain_updates: int = 1, run_dir=None):
+                 pretrain_updates: int = 1, video_every: int = 0, run_dir=None):
         super().__init__(env, eval_env, buffer, loop, run_dir)
         self.precision = resolve_precision(precision, self.device)  # bad values fail before anything is built
         self.wm = world_model.to(self.device)
@@ -70,6 +70,9 @@ class Dreamer(Algorithm):
         wo.update(wm_opt or {})
         self.wm_optim = Optim(self.wm.parameters(), **wo)
         self.pretrain_updates = int(pretrain_updates)
+        if int(video_every) < 0:
+            raise UserError(f"algo.video_every={video_every}; valid: 0 (off) or the updates between world-model videos (e.g. 5000)")
+        self.video_every = int(video_every)
 
     def autocast(self):
         if self.precision == "bf16":
@@ -95,7 +98,24 @@ class Dreamer(Algorithm):
 
     def train_step(self) -> dict[str, float]:
         batch = self.buffer.sample_sequences(self.batch_size, self.batch_length).to(self.device)
-        return self.update(batch)
+        metrics = self.update(batch)
+        if self.video_every and (self.updates + 1) % self.video_every == 0:
+            self.log_video(batch)
+        return metrics
+
+    def log_video(self, batch, sequences: int = 4) -> None:
+        """DreamerV3's `openl` report to tensorboard (`dream/openl`): the world model's open-loop
+        predictions on replayed sequences beside the real frames (mbrl/models/openloop.py). Only for
+        backbones with a decoder and image observations; nothing otherwise."""
+        from mbrl.data.batch import tree_map
+        from mbrl.models.openloop import image_of, open_loop_video
+
+        if self.logger is None or not self.wm.has_decoder or image_of(batch["obs"]) is None:
+            return
+        n = min(int(sequences), self.batch_size)
+        with self.autocast():
+            video = open_loop_video(self.wm, tree_map(lambda x: x[:n], batch["obs"]), batch["action"][:n], batch["is_first"][:n])
+        self.logger.video("dream/openl", video, self.env_steps)
 
     def update(self, batch) -> dict[str, float]:
         """One full Dreamer update on a sequence batch: world model, then actor and critic."""
@@ -139,4 +159,5 @@ def from_config(cfg: Any, run_dir: Optional[str] = None) -> Dreamer:
     # DreamerV3 train_ratio = replayed steps per env step -> gradient updates per env step
     loop.train_ratio = float(a.train_ratio) / (B * L)
     return Dreamer(env, eval_env, buffer, wm, ac, loop, batch_size=B, batch_length=L, wm_opt=to_dict(a.get("wm_opt")),
-                   precision=str(a.get("precision", "auto")), pretrain_updates=int(a.get("pretrain_updates", 1)), run_dir=run_dir)
+                   precision=str(a.get("precision", "auto")), pretrain_updates=int(a.get("pretrain_updates", 1)),
+                   video_every=int(a.get("video_every") or 0), run_dir=run_dir)

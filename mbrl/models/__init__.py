@@ -24,7 +24,7 @@ __all__ = ["register", "build", "names", "get", "providers", "require_signals", 
 
 _REGISTRY: dict[str, type[WorldModel]] = {}
 #: modules of this package that hold shared parts, not backbones
-SHARED = {"base", "nets", "dists", "parts", "ensemble_heads", "edm"}
+SHARED = {"base", "nets", "dists", "parts", "ensemble_heads", "edm", "openloop"}
 _discovered = False
 
 

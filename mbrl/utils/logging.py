@@ -59,6 +59,20 @@ class Logger:
         if self._tb is not None:
             self._tb.flush()
 
+    def video(self, tag: str, frames, step: int, fps: float = 10.0) -> None:
+        """A video (uint8 frames [T, H, W, 3]) to tensorboard as an animated GIF image, the summary
+        `SummaryWriter.add_video` writes (encoded here with Pillow instead of moviepy)."""
+        if self._tb is None:
+            return
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        from mbrl.utils.video import as_frames, gif_bytes
+
+        frames = as_frames(frames)
+        _, h, w, c = frames.shape
+        image = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=gif_bytes(frames, fps))
+        self._tb._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
     def progress(self, n: int) -> None:
         self._bar.update(n)
         post = {}
