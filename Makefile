@@ -32,8 +32,10 @@ MAIN_JOB := env=gym/InvertedPendulum-v5 model=ensemble algo=pets algo.terminal_v
 train: venv
 	$(BIN)/python -m mbrl.train $(if $(ARGS),$(ARGS),$(MAIN_JOB))
 
+# two pytest workers (pytest-xdist): most tests run torch on one thread, so one process leaves a core idle
+TEST_WORKERS ?= 2
 test: venv
-	$(BIN)/python -m pytest -q -x --timeout=900 tests $(ARGS)
+	$(BIN)/python -m pytest -q -x --timeout=900 -n $(TEST_WORKERS) --dist worksteal tests $(ARGS)
 
 bench: venv
 	$(BIN)/python -m mbrl.bench $(ARGS)

@@ -67,19 +67,19 @@ def check(name: str) -> tuple[str, str]:
     """Validate a name without building the env (cheap); returns `parse(name)`."""
     suite, task = parse(name)
     if suite == "gym":
-        from envs.gym_suite import check_gym_id
+        from .gym_suite import check_gym_id
 
         check_gym_id(task)
     elif suite == "dmc":
-        from envs.dmc import parse_dmc
+        from .dmc import parse_dmc
 
         parse_dmc(task)
     elif suite == "atari":
-        from envs.atari import game_name
+        from .atari import game_name
 
         game_name(task)
     elif suite == "toy":
-        from envs.toy import check_task
+        from .toy import check_task
 
         check_task(task)
     return suite, task
@@ -90,22 +90,22 @@ def make_single(name: str, seed: int | None = 0, *, pixels: bool | None = None, 
     """One (non-vector) env with the same wrappers as `make`; seeded with `seed` on its first reset."""
     suite, task = parse(name)
     if suite == "gym":
-        from envs.gym_suite import make_gym
+        from .gym_suite import make_gym
 
         env = make_gym(task, pixels=pixels, size=size, action_repeat=action_repeat, time_limit=time_limit, **kwargs)
     elif suite == "dmc":
-        from envs.dmc import DMCEnv
+        from .dmc import DMCEnv
 
         env = DMCEnv(task, seed=seed, pixels=bool(pixels), size=size, action_repeat=action_repeat,
                      time_limit=time_limit, **kwargs)
     elif suite == "atari":
-        from envs.atari import make_atari
+        from .atari import make_atari
 
         env = make_atari(task, pixels=pixels, size=size, action_repeat=action_repeat, time_limit=time_limit,
                          **kwargs)
     else:
-        from envs.toy import make_toy
-        from envs.wrappers import ActionRepeat, TimeLimit
+        from .toy import make_toy
+        from .wrappers import ActionRepeat, TimeLimit
 
         env = make_toy(task, pixels=pixels, size=size, **kwargs)
         if action_repeat is not None and int(action_repeat) > 1:
@@ -115,11 +115,11 @@ def make_single(name: str, seed: int | None = 0, *, pixels: bool | None = None, 
     if suite in ("dmc", "toy"):
         from gymnasium import spaces
 
-        from envs.wrappers import RescaleAction
+        from .wrappers import RescaleAction
 
         if isinstance(env.action_space, spaces.Box):
             env = RescaleAction(env)
-    from envs.wrappers import SeedOnFirstReset
+    from .wrappers import SeedOnFirstReset
 
     return SeedOnFirstReset(env, seed)
 

@@ -7,7 +7,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.wrappers import ActionRepeat, ChannelFirst, RenderObs, RescaleAction, VectorObs, is_image_space
+from .wrappers import ActionRepeat, ChannelFirst, RenderObs, RescaleAction, VectorObs, is_image_space
 from mbrl.errors import UserError
 
 

@@ -50,7 +50,7 @@ class Agent:
     def make_env(self, seed: Optional[int] = 0, **kwargs: Any):
         """One (non-vector) env like the run's (`envs.make_single` with the run's `env_kwargs`,
         none for an offline run's evaluation env); `kwargs` add to them (e.g. render_mode)."""
-        import envs
+        from mbrl import envs
         from mbrl.algos.common import to_dict
 
         kw = {} if getattr(self.algo, "dataset", None) is not None else to_dict(self.config.get("env_kwargs"))

@@ -323,7 +323,7 @@ def rollout(env, policy: Optional[Policy], steps: int, seed: int, explore: bool 
 
 def evaluate(env_name: str, policy: Optional[Policy], episodes: int, seed: int) -> float:
     """Mean return of `episodes` episodes, one per env of a vector env, deterministic actions."""
-    import envs
+    from mbrl import envs
 
     env = envs.make(env_name, seed=seed, num_envs=episodes)
     obs, _ = env.reset(seed=seed)
@@ -358,7 +358,7 @@ def train_sac(env_name: str, opts: dict, log=print, target: Optional[float] = No
     stopping at the first deterministic evaluation (every `eval_every` steps) whose return reaches `target`.
     `start`: (sac, learner cfg, replay buffer, env steps) of an existing run to continue from; its buffer's
     transitions open the returned stream. Returns (sac, stream of every transition, buffer, info)."""
-    import envs
+    from mbrl import envs
     from mbrl.data import ReplayBuffer
     from mbrl.learners.sac import SAC
 
@@ -459,7 +459,7 @@ def _concat(*parts: dict) -> dict:
 
 
 def _env_dims(env_name: str, seed: int, need_policy: bool):
-    import envs
+    from mbrl import envs
 
     env = envs.make(env_name, seed=seed, num_envs=1)
     space = env.single_action_space

@@ -175,7 +175,7 @@ def validate_overrides(argv: list[str]) -> list[str]:
 
 def check_env_name(name: str) -> None:
     """Fail early on an unknown suite or task (datasets are checked when loaded)."""
-    import envs
+    from mbrl import envs
 
     suite = name.split("/", 1)[0] if "/" in name else None
     if suite in ("d4rl", "minari"):

@@ -8,6 +8,12 @@ os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 import pytest  # noqa: E402
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs 2 workers: share the cores, don't oversubscribe them
+    import torch  # noqa: E402
+
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _workers))
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -11,8 +11,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import gymnasium as gym  # noqa: E402
 
-import envs  # noqa: E402
-from envs.wrappers import RescaleAction  # noqa: E402
+from mbrl import envs  # noqa: E402
+from mbrl.envs.wrappers import RescaleAction  # noqa: E402
 from mbrl.errors import UserError
 
 
@@ -288,11 +288,11 @@ def test_gym_mujoco_pixels():
 
 # --------------------------------------------------------------------------------------------- atari
 def test_atari_names():
-    from envs.atari import game_name
+    from mbrl.envs.atari import game_name
 
     assert game_name("pong") == game_name("Pong") == "Pong"
     assert game_name("ms_pacman") == game_name("MsPacman") == "MsPacman"
-    from envs.scores import ATARI100K_GAMES
+    from mbrl.envs.scores import ATARI100K_GAMES
 
     assert all(game_name(g) == g for g in ATARI100K_GAMES)
 
@@ -407,7 +407,7 @@ def test_atari_game_over_and_autoreset():
 
 # -------------------------------------------------------------------------------------------- scores
 def test_scores():
-    from envs import scores
+    from mbrl.envs import scores
 
     assert len(scores.ATARI100K_GAMES) == 26 and scores.ATARI100K_STEPS == 100_000
     assert set(scores.ATARI_RANDOM_SCORES) == set(scores.ATARI100K_GAMES) == set(scores.ATARI_HUMAN_SCORES)

@@ -47,3 +47,12 @@ def test_nothing_imports_upward():
         for path in modules(pkg):
             bad = sorted(i for i in imports(path) if any(i == a or i.startswith(a + ".") for a in above))
             assert not bad, f"{path.relative_to(ROOT)} ({pkg}) imports from above its floor: {bad}"
+
+
+def test_env_suites_import_as_mbrl_envs():
+    """The wheel ships `envs/` as `mbrl.envs` (a top-level `envs` collides with the PyPI package
+    `envs`): library code and tests import `mbrl.envs`, and `envs/` imports itself relatively."""
+    for pkg in ("mbrl", "tests", "envs"):
+        for path in modules(pkg):
+            bad = sorted(i for i in imports(path) if i == "envs" or i.startswith("envs."))
+            assert not bad, f"{path.relative_to(ROOT)} imports the top-level {bad}; use `from mbrl import envs` / `mbrl.envs.<module>`"

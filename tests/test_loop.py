@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-import envs
+from mbrl import envs
 from mbrl.algos.base import LoopConfig
 from mbrl.algos.sac import SACAlgorithm
 from mbrl.data import ReplayBuffer

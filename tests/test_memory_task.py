@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import envs
-from envs.toy import MemoryEnv
+from mbrl import envs
+from mbrl.envs.toy import MemoryEnv
 from mbrl.errors import UserError
 
 

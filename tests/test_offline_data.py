@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from envs.offline_scores import D4RL_REF_SCORES, d4rl_normalized_score
+from mbrl.envs.offline_scores import D4RL_REF_SCORES, d4rl_normalized_score
 from mbrl.data.offline import load, load_d4rl, load_minari
 from mbrl.errors import UserError
 

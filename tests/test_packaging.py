@@ -71,8 +71,11 @@ def test_wheel_ships_every_config_as_mbrl_configs(wheel):
     assert "mbrl/paths.py" in names
     # no generic top-level `configs` package in site-packages
     assert not any(n.startswith("configs/") for n in names)
+    # nor a top-level `envs` (the PyPI package `envs` installs into site-packages/envs/): the suites
+    # ship as `mbrl/envs/`
+    assert "mbrl/envs/__init__.py" in names and not any(n.startswith("envs/") for n in names)
     # every module of the checkout is shipped (setup.cfg lists the packages by hand)
-    modules = _repo_files("mbrl", "*.py") + _repo_files("envs", "*.py")
+    modules = _repo_files("mbrl", "*.py") + [f"mbrl/{m}" for m in _repo_files("envs", "*.py")]
     missing = [m for m in modules if m not in names]
     assert not missing, f"modules missing from the wheel (add their package to setup.cfg `packages`): {missing}"
 
@@ -80,6 +83,9 @@ def test_wheel_ships_every_config_as_mbrl_configs(wheel):
 def test_unpacked_wheel_finds_its_configs(wheel, tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
+    # the unrelated PyPI package `envs` (1.4) installs a top-level `envs/`: ours must not care
+    (site / "envs").mkdir()
+    (site / "envs" / "__init__.py").write_text("NOT_MBRL = True\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
@@ -90,12 +96,14 @@ def test_unpacked_wheel_finds_its_configs(wheel, tmp_path):
             "assert not any(m.startswith('torch') for m in sys.modules), 'mbrl.paths imports torch'; "
             "print(config_dir()); print(mbrl.__file__); "
             "initialize_config_dir(config_dir=str(config_dir()), version_base='1.3'); "
-            "print(compose('config').env)")
+            "print(compose('config').env); "
+            "import mbrl.envs as E, envs; assert envs.NOT_MBRL; E.check('toy/point'); print(E.__file__)")
     # -S: no site processing, so the venv's editable-install hook (a .pth) cannot bring the checkout in
     res = subprocess.run([sys.executable, "-S", "-c", code], cwd=elsewhere, env=env, capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 0, res.stderr[-3000:]
-    config_dir, mbrl_file, env_name = res.stdout.strip().splitlines()[-3:]
+    config_dir, mbrl_file, env_name, envs_file = res.stdout.strip().splitlines()[-4:]
+    assert Path(envs_file).resolve().is_relative_to((site / "mbrl" / "envs").resolve()), envs_file
     assert Path(mbrl_file).resolve().is_relative_to(site.resolve()), mbrl_file
     assert Path(config_dir).resolve() == (site / "mbrl" / "configs").resolve(), config_dir
     assert (Path(config_dir) / "config.yaml").is_file()

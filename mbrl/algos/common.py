@@ -28,7 +28,7 @@ def setting(cfg: Any, key: str, default: Any = None) -> Any:
 
 def make_envs(cfg: Any):
     """Training vector env (`num_envs`) and evaluation vector env (one env per eval episode, at most 10)."""
-    import envs
+    from mbrl import envs
 
     kw = to_dict(cfg.get("env_kwargs"))
     env = envs.make(cfg.env, seed=cfg.seed, num_envs=int(setting(cfg, "num_envs", 1)), **kw)

@@ -91,7 +91,7 @@ def obs_stats(dataset: OfflineDataset) -> tuple[np.ndarray, np.ndarray]:
 
 def dataset_and_env(cfg: Any):
     """Load the dataset that `env=d4rl/...` or `env=minari/...` names, and its evaluation env."""
-    import envs
+    from mbrl import envs
 
     if not is_offline(str(cfg.env)):
         raise UserError(f"algo={cfg.algo.name} is offline and needs a dataset: env=d4rl/<name> (e.g. d4rl/hopper-medium-v2, file from "

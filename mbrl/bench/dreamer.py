@@ -188,7 +188,7 @@ def report_run(run_dir: str, name: str | None = None) -> int:
 
     from omegaconf import OmegaConf
 
-    import envs
+    from mbrl import envs
     from mbrl.plot import plot
 
     from mbrl.bench.common import claim

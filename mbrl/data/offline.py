@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from envs.offline_scores import D4RL_EVAL_ENVS, D4RL_REF_SCORES, minari_ref_scores, normalized_score
+from mbrl.envs.offline_scores import D4RL_EVAL_ENVS, D4RL_REF_SCORES, minari_ref_scores, normalized_score
 from mbrl.errors import UserError
 
 
