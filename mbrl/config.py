@@ -12,7 +12,9 @@ model-based offline keys) and names what it uses:
   model implies its `default_algo`: `model=rssm` -> dreamer);
 - `suites: {<suite>: {key: value}}` — per-suite defaults (`model.x` keys go to the model);
 - `group_defaults: {<group>: {<option>: {key: value}}}` — defaults for another group's option
-  (MBPO's `ensemble: {propagation: ts1}`, RAVL's `sac: {num_q: 10}`).
+  (MBPO's `ensemble: {propagation: ts1}`, RAVL's `sac: {num_q: 10}`);
+- `datasets: {<dataset>: {key: value}}` — per-dataset defaults of offline algos (`hopper-medium-replay`
+  for `env=d4rl/hopper-medium-replay-v2` or `-v5`: the papers' penalty and rollout horizon).
 All of these sit below the user's overrides: a key set on the command line always wins.
 Every key is defined in one file; `validate_overrides` checks names and keys before hydra starts so a
 mistake gets one line.
@@ -219,7 +221,31 @@ def finalize(cfg: Any, overrides: list[str]) -> Any:
             for k, v in (per_option.get(str(cfg[g].name)) or {}).items():
                 if f"{g}.{k}" not in user:
                     OmegaConf.update(cfg, f"{g}.{k}", v, merge=True)
+        apply_dataset_settings(cfg, user)
     return cfg
+
+
+def dataset_key(env: str) -> Optional[str]:
+    """The `datasets:` key of an offline env name: `d4rl/hopper-medium-replay-v2` -> `hopper-medium-replay`
+    (the version suffix dropped, so D4RL's v2 files and the v5 ones collected here share settings)."""
+    suite, _, name = str(env).partition("/")
+    if suite not in ("d4rl", "minari") or not name:
+        return None
+    return re.sub(r"-v\d+$", "", name.split("/")[-1] if suite == "d4rl" else name.replace("/", "-")).lower()
+
+
+def apply_dataset_settings(cfg: Any, user: set[str]) -> None:
+    """Per-dataset defaults of an offline algo: `datasets: {<dataset>: {key: value}}` in its config (the
+    papers' per-dataset penalty and horizon); `model.x` / `learner.x` keys go to those groups, the rest
+    to the algo. Below the user's keys; above `suites` and `group_defaults`."""
+    from omegaconf import OmegaConf
+
+    key = dataset_key(cfg.env)
+    per = (cfg.algo.get("datasets") or {}).get(key) if key else None
+    for k, v in (per or {}).items():
+        path = k if k.split(".", 1)[0] in ("model", "learner") else f"algo.{k}"
+        if path not in user and k not in user and (path.split(".", 1)[0] == "algo" or cfg.get(path.split(".", 1)[0]) is not None):
+            OmegaConf.update(cfg, path, v, merge=True)
 
 
 def compose(overrides: Iterable[str] = ()) -> Any:

@@ -37,8 +37,12 @@ SPACES = {
     "discrete": (gym.spaces.Box(-1.0, 1.0, (5,), np.float32), gym.spaces.Discrete(3)),
     "pixels": (gym.spaces.Box(0, 255, (3, 16, 16), np.uint8), gym.spaces.Box(-1.0, 1.0, (2,), np.float32)),
 }
-CASES = [pytest.param(n, s, id=f"{n}-{s}") for n in models.names() for s in SPACES]
-VECTOR = [pytest.param(n, "vector", id=f"{n}-vector") for n in models.names()]
+#: backbones left out of the per-space cases, with the reason (each is tested where named)
+EXCLUDED = {"oracle": "the true simulator (model=oracle) needs the env whose state it sets (gym MuJoCo, toy/point), so it refuses "
+                      "these synthetic spaces, and it has no parameters to train; tested in tests/test_offline_datasets.py"}
+BACKBONES = [n for n in models.names() if n not in EXCLUDED]
+CASES = [pytest.param(n, s, id=f"{n}-{s}") for n in BACKBONES for s in SPACES]
+VECTOR = [pytest.param(n, "vector", id=f"{n}-vector") for n in BACKBONES]
 
 
 # ------------------------------------------------------------------------------------------ helpers

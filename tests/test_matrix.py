@@ -34,7 +34,10 @@ from mbrl.train import build
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-BACKBONES = models.names()
+#: backbones left out of the matrix, with the reason (each is tested where named)
+EXCLUDED = {"oracle": "the true simulator (model=oracle): no parameters to fit, so the online uses have nothing to train and the "
+                      "matrix's 'parameters changed' check cannot hold; its offline path is tested in tests/test_offline_datasets.py"}
+BACKBONES = [b for b in models.names() if b not in EXCLUDED]
 ONLINE = ("dreamer", "pets", "mbpo")
 OFFLINE = ("mopo", "morel", "mobile", "ravl")
 OBS = {

@@ -144,3 +144,124 @@ def test_all_kinds_in_one_command(tmp_path, capsys):
     assert mr["target_return"] == pytest.approx(lo + (hi - lo) / 3)
     assert len(sets["medium-replay"]) == mr["train_env_steps"] <= 600
     assert all(e[1] < mr["target_return"] for e in json.loads(mr["train_evals"])[:-1])  # stopped at the first eval reaching it
+
+
+# ------------------------------------------------------------------------------------------ paper settings per dataset
+# (rollout horizon, penalty) from OfflineRL-Kit's run_mopo.py / run_mobile.py "suggested hypers" (the D4RL v2 tables)
+PAPER = {
+    ("mopo", "hopper-medium-replay"): (5, 2.5), ("mopo", "halfcheetah-medium-replay"): (5, 0.5), ("mopo", "hopper-medium"): (5, 5.0),
+    ("mopo", "halfcheetah-medium"): (5, 0.5), ("mopo", "walker2d-medium-replay"): (1, 2.5),
+    ("mobile", "hopper-medium-replay"): (5, 0.1), ("mobile", "halfcheetah-medium-replay"): (5, 0.1), ("mobile", "hopper-medium"): (5, 1.5),
+    ("mobile", "halfcheetah-medium"): (5, 0.5), ("mobile", "walker2d-medium-expert"): (1, 1.5),
+}
+
+
+def sweep_envs() -> list[str]:
+    from omegaconf import OmegaConf
+
+    from mbrl.config import CONFIG_DIR
+
+    return str(OmegaConf.load(CONFIG_DIR / "sweep" / "d4rl.yaml").hydra.sweeper.params.env).split(",")
+
+
+@pytest.mark.parametrize("algo", ["mopo", "mobile"])
+def test_sweep_d4rl_picks_up_paper_settings(algo):
+    """Every env of `sweep=d4rl`, composed as its multirun job is: the algo's per-dataset horizon and penalty
+    from the paper's table, the shared paper settings (ensemble 7 / 5 elites, 5% real data, SAC alpha 0.2)."""
+    from mbrl.config import compose, dataset_key
+
+    envs = sweep_envs()
+    assert len(envs) == 15 and "d4rl/hopper-medium-replay-v5" in envs
+    seen = 0
+    for env in envs:
+        cfg = compose(["sweep=d4rl", f"algo={algo}", f"env={env}"])
+        assert cfg.model.ensemble_size == 7 and cfg.model.num_elites == 5 and cfg.algo.real_ratio == 0.05
+        assert cfg.learner.init_alpha == 0.2 and cfg.learner.actor_lr == 1e-4 and cfg.algo.rollout_batch == 50000
+        want = PAPER.get((algo, dataset_key(env)))
+        if want:
+            seen += 1
+            assert (cfg.algo.rollout_horizon, cfg.algo.penalty_coef) == want, (env, cfg.algo.rollout_horizon, cfg.algo.penalty_coef)
+    assert seen == 5
+    # D4RL's own v2 names get the same settings; the user's keys win over the table
+    v2 = compose([f"algo={algo}", "env=d4rl/hopper-medium-replay-v2"])
+    assert (v2.algo.rollout_horizon, v2.algo.penalty_coef) == PAPER[(algo, "hopper-medium-replay")]
+    mine = compose([f"algo={algo}", "env=d4rl/hopper-medium-replay-v5", "algo.penalty_coef=7", "algo.rollout_horizon=3"])
+    assert (mine.algo.rollout_horizon, mine.algo.penalty_coef) == (3, 7)
+
+
+def test_dataset_settings_reach_other_groups():
+    """A `learner.` key of a dataset entry goes to the learner (MOBILE hopper-medium: alpha fixed), RAVL's Q
+    ensemble of 10 and CQL's 3-layer networks come from their papers."""
+    from mbrl.config import compose
+
+    assert compose(["algo=mobile", "env=d4rl/hopper-medium-v5"]).learner.learn_alpha is False
+    assert compose(["algo=mobile", "env=d4rl/hopper-medium-v5", "learner.learn_alpha=true"]).learner.learn_alpha is True
+    assert compose(["algo=mobile", "env=d4rl/halfcheetah-medium-v5"]).learner.learn_alpha is True
+    ravl = compose(["algo=ravl", "env=d4rl/hopper-medium-replay-v5"])
+    assert ravl.learner.num_q == 10 and ravl.learner.init_alpha == 0.1 and ravl.algo.penalty_coef == 0.0
+    assert compose(["algo=cql", "env=d4rl/hopper-medium-v5"]).learner.layers == 3
+
+
+# ------------------------------------------------------------------------------------------ the edge-of-reach oracle
+def test_oracle_is_the_true_simulator():
+    """model=oracle on gym/Hopper-v5: a state set from the observation, stepped by the simulator, gives the
+    env's own next observation, reward and termination; a perfect model's signals are zero."""
+    import gymnasium as gym
+    import torch
+
+    import mbrl.models as models
+
+    env = gym.make("Hopper-v5")
+    model = models.build({"name": "oracle", "env": "gym/Hopper-v5"}, env.observation_space, env.action_space, seed=0)
+    assert not list(model.parameters()) and model.signals >= {"aleatoric", "disagreement", "members"}
+    obs, _ = env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    rows, acts, nxt, rew, term = [], [], [], [], []
+    for _ in range(40):
+        a = rng.uniform(-1, 1, 3).astype(np.float32)
+        o2, r, te, tr, _ = env.step(a)
+        rows.append(obs); acts.append(a); nxt.append(o2); rew.append(r); term.append(te)
+        obs = o2 if not (te or tr) else env.reset()[0]
+    state = model.observe(torch.tensor(np.array(rows)).unsqueeze(1), torch.tensor(np.array(acts)).unsqueeze(1),
+                          torch.ones(40, 1, dtype=torch.bool))[:, 0]
+    a = torch.tensor(np.array(acts))
+    sig = model.uncertainty(state, a, ["aleatoric", "disagreement", "members"])
+    s1 = model.step(state, a)
+    np.testing.assert_allclose(s1.obs.numpy(), np.array(nxt), atol=1e-5)
+    np.testing.assert_allclose(model.reward(s1).numpy(), np.array(rew), atol=1e-4)
+    np.testing.assert_array_equal(model.cont(s1).numpy() == 0, np.array(term))
+    assert float(sig["aleatoric"].abs().max()) == 0 and float(sig["disagreement"].abs().max()) == 0
+    np.testing.assert_allclose(sig["members"].features.std(0).numpy(), 0.0)
+    from mbrl.errors import UserError
+
+    with pytest.raises(UserError) as e:
+        models.build({"name": "oracle", "env": "gym/Pendulum-v1"}, env.observation_space, env.action_space)
+    assert "state can be set" in str(e.value)
+
+
+@pytest.mark.parametrize("algo", ["mopo", "ravl"])
+def test_oracle_path_offline(algo, replay, tmp_path):
+    """`model=oracle algo=mopo|ravl` on a collected toy/point file: the simulator is the dataset's env (filled
+    in), there is no model fit, and every imagined transition is the true env's."""
+    import torch
+
+    from envs.toy import PointEnv
+    from mbrl.config import compose
+    from mbrl.train import build
+
+    cfg = compose(["env=d4rl/point-medium-replay", f"dataset_path={replay[0]}", "model=oracle", f"algo={algo}", "steps=30", "eval_every=0",
+                   "eval_episodes=1", "checkpoint_every=0", "progress=false", "tensorboard=false", "algo.rollout_batch=64",
+                   "algo.rollout_every=10", "learner.hidden=16"])
+    a = build(cfg, tmp_path)
+    assert cfg.model.env == "toy/point" and a.fitter is None and "model_fit" not in a.modules()
+    m = a.run()
+    assert np.isfinite(m["eval/return"]) and len(a.dyna.imagined) > 0
+    b = a.dyna.imagined.sample(32)
+    env = PointEnv()
+    for o, act, r, n in zip(b.obs.numpy(), b.action.numpy(), b.reward.numpy(), b.next_obs.numpy()):
+        env.pos, env.goal, env._t = o[:2].astype(np.float64), o[2:].astype(np.float64), 0
+        o2, r2, *_ = env.step(act)
+        np.testing.assert_allclose(n, o2, atol=1e-6)
+        assert abs(r - r2) < 1e-5  # no penalty: the true model's uncertainty is zero
+    assert (tmp_path / "checkpoints" / "latest.pt").is_file()
+    torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=False)

@@ -16,7 +16,7 @@ MOPO (Yu et al. 2020): r̃ = r̂ − λ · aleatoric, the largest predicted nois
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ class ModelBasedOffline(OfflineAlgorithm):
     #: uncertainty signals the penalty reads (checked against the backbone at build time)
     needs: tuple[str, ...] = ()
 
-    def __init__(self, eval_env, dataset, buffer, model: WorldModel, fitter: ModelFitter, learner, loop, batch_size: int = 256, run_dir=None,
+    def __init__(self, eval_env, dataset, buffer, model: WorldModel, fitter: Optional[ModelFitter], learner, loop, batch_size: int = 256, run_dir=None,
                  rollout_horizon: int = 5, rollout_batch: int = 5000, rollout_every: int = 1000, model_retain: int = 5,
                  real_ratio: float = 0.05, penalty_coef: float = 1.0, context: int = 16, **extra: Any):
         super().__init__(eval_env, dataset, buffer, loop, batch_size, run_dir)
@@ -61,10 +61,11 @@ class ModelBasedOffline(OfflineAlgorithm):
         return act_on_features(self.model, self.learner, obs, is_first, state, False, self.device)
 
     def modules(self) -> dict[str, Any]:
-        return {"model": self.model, "model_fit": self.fitter, "learner": self.learner}
+        mods = {"model": self.model, "model_fit": self.fitter, "learner": self.learner}
+        return {k: v for k, v in mods.items() if v is not None}
 
     def pretrain(self) -> dict[str, float]:
-        m = self.fitter.fit(self.buffer)
+        m = self.fitter.fit(self.buffer) if self.fitter is not None else {}  # None: a model with nothing to fit (model=oracle)
         self.calibrate()
         return m
 
@@ -98,8 +99,11 @@ class MOPO(ModelBasedOffline):
 def model_based_from_config(cfg: Any, run_dir, cls):
     ds, eval_env, buffer, _, _ = dataset_and_env(cfg)
     a = to_dict(cfg.algo)
+    if cfg.get("model") is not None and "env" in cfg.model and cfg.model.env is None:  # a simulator model (model=oracle): the dataset's env
+        cfg.model.env = str(cfg.algo.get("eval_env") or ds.eval_env)
     model = build_model(cfg, (eval_env.single_observation_space, eval_env.single_action_space), f"algo={cls.name}")
-    fitter = fitter_from_config(model, a.get("fit"), int(cfg.seed))
+    trainable = any(p.requires_grad for p in model.parameters())
+    fitter = fitter_from_config(model, a.get("fit"), int(cfg.seed)) if trainable else None
     learner = build_learner(cfg, model.feat_dim, eval_env.single_action_space, f"algo={cls.name}")
     keys = ("rollout_horizon", "rollout_batch", "rollout_every", "model_retain", "real_ratio", "penalty_coef", "context")
     kw = {k: a[k] for k in keys if k in a and a[k] is not None}
