@@ -233,3 +233,18 @@ def _cfg(env: str, steps: int, *extra: str):
                     "model.size=XS", "algo.batch_size=8", "algo.batch_length=16", "algo.train_ratio=64", "algo.prefill=200",
                     "eval_every=0", "eval_episodes=8", "checkpoint_every=0", "algo.wm_opt.lr=1e-3", "learner.actor_opt.lr=1e-3",
                     "learner.critic_opt.lr=1e-3", "seed=0", *extra])
+
+
+SMALL = ["model.width=64", "model.blocks=1", "model.lstm=64", "model.hidden=64", "model.cond=32", "model.layers=1", "learner.horizon=10",
+         "learner.actor_opt.lr=3e-3", "learner.critic_opt.lr=3e-3"]
+
+
+def test_diamond_learns_point(tmp_path):
+    """`model=diffusion algo=dreamer` on toy/point (vector observations; the MLP denoiser, 3 Euler
+    steps per imagined step, REINFORCE actor): random policy -52 +- 24 per episode, straight to the goal
+    -5; the mean of 16 evaluation episodes after 1500 env steps must beat -30 (a random mean of 16 is
+    -52 +- 6). Measured (seed 0): -66 / -35 / -16 after 500 / 1000 / 1500 env steps."""
+    cfg = _cfg("toy/point", 1500, *SMALL, "eval_episodes=16")
+    algo = build(cfg, tmp_path)
+    out = algo.run()
+    assert out["eval/return"] >= -30.0, algo.eval_history
