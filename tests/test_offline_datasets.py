@@ -245,7 +245,7 @@ def test_oracle_path_offline(algo, replay, tmp_path):
     in), there is no model fit, and every imagined transition is the true env's."""
     import torch
 
-    from envs.toy import PointEnv
+    from mbrl.envs.toy import PointEnv
     from mbrl.config import compose
     from mbrl.train import build
 

@@ -53,7 +53,7 @@ class _Simulator:
     def __init__(self, env_name: str, seed: int):
         import gymnasium as gym
 
-        import envs
+        from mbrl import envs
 
         suite, task = envs.check(env_name)
         if suite == "gym":
@@ -66,7 +66,7 @@ class _Simulator:
             space = self.env.action_space
             self.low, self.high = np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
         elif suite == "toy" and task == "point":
-            from envs.toy import PointEnv
+            from mbrl.envs.toy import PointEnv
 
             self.env = PointEnv()
             self.env.reset(seed=seed)
