@@ -6,6 +6,8 @@
 - `ObsDecoder`: features -> observations; its `loss` is the reconstruction term of the model loss.
 - `CategoricalLatent`: `stoch` x `classes` one-hot latents with unimix, straight-through samples, KL.
 - `RewardHead`: two-hot symexp regression head (zero-initialised); `ContinueHead`: Bernoulli head.
+- `latent_model_loss`: the DreamerV3-style loss of a latent backbone (reconstruction, reward, continue,
+  balanced KL with free bits) and its metrics.
 
 Everything follows DreamerV3 (Hafner et al. 2023, arXiv:2301.04104; reference github.com/danijar/dreamerv3):
 symlog inputs and targets for vectors (eq. 1), pixels in [-0.5, 0.5] through a 4-stage CNN, 1% unimix
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mbrl.errors import UserError
-from mbrl.models.dists import TwoHot, categorical_kl, straight_through, symexp, symexp_bins, symlog, unimix_logits
+from mbrl.models.dists import TwoHot, categorical_kl, kl_free_bits, straight_through, symexp, symexp_bins, symlog, unimix_logits
 from mbrl.models.nets import ConvDecoder, ConvEncoder, dreamer_mlp
 
 #: CNN stages of the image encoder / decoder (image sides must be multiples of 2**STAGES)
@@ -258,3 +260,31 @@ class ContinueHead(nn.Module):
     def loss(self, feat: torch.Tensor, cont_target: torch.Tensor) -> torch.Tensor:
         """Binary cross-entropy [*] against continue targets in [0, 1]."""
         return F.binary_cross_entropy_with_logits(self.logit(feat), cont_target.float(), reduction="none")
+
+
+def latent_model_loss(model: Any, post_logits: torch.Tensor, prior_logits: torch.Tensor, feat: torch.Tensor, rec: torch.Tensor,
+                      batch: Mapping) -> tuple[torch.Tensor, dict[str, float]]:
+    """rec_scale * rec + rew_scale * reward + con_scale * continue + kl_dyn * max(free, KL[sg(post) || prior])
+    + kl_rep * max(free, KL[post || sg(prior)]), averaged over [B, T] (DreamerV3 sec. "World model learning").
+    `model` has `latent`, `reward_head`, `cont_head` and those scales; `feat` are what the heads read and
+    `rec` the decoder's loss [B, T]. Returns (loss, metrics)."""
+    latent = model.latent
+    dyn = kl_free_bits(latent.kl(post_logits.detach(), prior_logits), model.free_nats)
+    rep = kl_free_bits(latent.kl(post_logits, prior_logits.detach()), model.free_nats)
+    rew_loss = model.reward_head.loss(feat, batch["reward"])
+    con_loss = model.cont_head.loss(feat, 1.0 - batch["terminated"].float())
+    total = (model.rec_scale * rec + model.rew_scale * rew_loss + model.con_scale * con_loss
+             + model.kl_dyn * dyn + model.kl_rep * rep).mean()
+    with torch.no_grad():
+        metrics = {
+            "wm/loss": total.detach(),
+            "wm/rec": rec.mean(),
+            "wm/rew": rew_loss.mean(),
+            "wm/con": con_loss.mean(),
+            "wm/kl": latent.kl(post_logits, prior_logits).mean(),
+            "wm/dyn": dyn.mean(),
+            "wm/rep": rep.mean(),
+            "wm/prior_ent": latent.entropy(prior_logits).mean(),
+        }
+        vals = torch.stack([v.float() for v in metrics.values()]).tolist()
+    return total, dict(zip(metrics.keys(), vals))

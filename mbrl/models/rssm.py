@@ -37,9 +37,8 @@ from mbrl.data.batch import Batch
 from mbrl.errors import UserError
 from mbrl.models import register
 from mbrl.models.base import State, WorldModel
-from mbrl.models.dists import kl_free_bits
 from mbrl.models.nets import BlockLinear, dreamer_mlp, norm_act_linear
-from mbrl.models.parts import CategoricalLatent, ContinueHead, ObsDecoder, ObsEncoder, RewardHead, action_spec
+from mbrl.models.parts import CategoricalLatent, ContinueHead, ObsDecoder, ObsEncoder, RewardHead, action_spec, latent_model_loss
 
 SIZES: dict[str, dict[str, int]] = {
     # DreamerV3 paper (arXiv:2301.04104v1), appendix table "Model sizes"
@@ -223,26 +222,6 @@ class RSSM(WorldModel):
         """DreamerV3 world-model loss on a [B, T] sequence batch (buffer stream layout); also returns
         the posterior states of the batch (the imagination starts)."""
         post = self.observe(batch["obs"], batch["action"], batch["is_first"])
-        latent = self.latent
-        prior = self.prior_logp(post.deter)
-        dyn = kl_free_bits(latent.kl(post.logits.detach(), prior), self.free_nats)
-        rep = kl_free_bits(latent.kl(post.logits, prior.detach()), self.free_nats)
         feat = self.features(post)
-        rec = self.decoder.loss(feat, batch["obs"])
-        rew_loss = self.reward_head.loss(feat, batch["reward"])
-        con_loss = self.cont_head.loss(feat, 1.0 - batch["terminated"].float())
-        total = (self.rec_scale * rec + self.rew_scale * rew_loss + self.con_scale * con_loss
-                 + self.kl_dyn * dyn + self.kl_rep * rep).mean()
-        with torch.no_grad():
-            metrics = {
-                "wm/loss": total.detach(),
-                "wm/rec": rec.mean(),
-                "wm/rew": rew_loss.mean(),
-                "wm/con": con_loss.mean(),
-                "wm/kl": latent.kl(post.logits, prior).mean(),
-                "wm/dyn": dyn.mean(),
-                "wm/rep": rep.mean(),
-                "wm/prior_ent": latent.entropy(prior).mean(),
-            }
-            vals = torch.stack([v.float() for v in metrics.values()]).tolist()
-        return total, dict(zip(metrics.keys(), vals)), post
+        total, metrics = latent_model_loss(self, post.logits, self.prior_logp(post.deter), feat, self.decoder.loss(feat, batch["obs"]), batch)
+        return total, metrics, post
