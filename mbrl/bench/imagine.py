@@ -43,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kv-batch", type=int, default=128)
     p.add_argument("--no-kv", action="store_true", help="skip the KV-cache vs recomputation comparison")
     p.add_argument("--train-step", action="store_true", help="also time the size-S pixel training step (transformer and RSSM)")
+    p.add_argument("--train-step-only", action="store_true", help="only the training step (no imagination rows)")
     p.add_argument("--steps", type=int, default=3, help="with --train-step: timed steps per model (median kept)")
     p.add_argument("--no-write", action="store_true")
 
@@ -210,6 +211,9 @@ def run(args: argparse.Namespace) -> int:
     from mbrl.errors import UserError
 
     torch.set_num_threads(args.threads)
+    if args.train_step_only:
+        args.train_step = True
+        return _train_step(args)
     names = models.names() if not args.only else [s.strip() for s in args.only.split(",") if s.strip()]
     rows = [(n, {}) for n in names] + [parse_variant(v) for v in args.variant]
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
@@ -247,15 +251,20 @@ def run(args: argparse.Namespace) -> int:
                                        "states (tests/test_transformer.py checks the equality to 1e-5 in fp32).\n")
     print(body)
     cmd = "python -m mbrl.bench imagine " + " ".join(
-        [f"--threads {args.threads}"] + [f"--variant {v}" for v in args.variant] + ([f"--only {args.only}"] if args.only else []))
+        [f"--threads {args.threads}", f"--reps {args.reps}", f"--precision {args.precision}"] + [f"--variant {v}" for v in args.variant] + ([f"--only {args.only}"] if args.only else []))
     if not args.no_write:
         p = write_result("bench_imagine.md", "Imagination throughput of every backbone", cmd, body)
         print(f"wrote {p}")
-    if args.train_step:
-        tbody, _ = train_step_rows(args.steps, args.threads)
-        print(tbody)
-        if not args.no_write:
-            p = write_result("bench_transformer_step.md", "Dreamer training step at size S on pixels: transformer beside RSSM",
-                             f"python -m mbrl.bench imagine --train-step --steps {args.steps} --threads {args.threads}", tbody)
-            print(f"wrote {p}")
+    return _train_step(args) if args.train_step else 0
+
+
+def _train_step(args: argparse.Namespace) -> int:
+    from mbrl.bench.peers import write_result
+
+    tbody, _ = train_step_rows(args.steps, args.threads)
+    print(tbody)
+    if not args.no_write:
+        p = write_result("bench_transformer_step.md", "Dreamer training step at size S on pixels: transformer beside RSSM",
+                         f"python -m mbrl.bench imagine --train-step-only --steps {args.steps} --threads {args.threads}", tbody)
+        print(f"wrote {p}")
     return 0
