@@ -154,3 +154,17 @@ def test_sizes_and_errors():
         torch.manual_seed(0)
         pt = t.observe(b.obs, b.action, b.is_first)
     torch.testing.assert_close(pa.deter, pt.deter)
+
+
+def test_mamba_dreamer_learns_discrete_chain(tmp_path):
+    """`model=mamba algo=dreamer` on toy/chain: random policy 6.5 +- 4.4, always-left 0, optimum 26; a seeded
+    run reached 26.0 after 400 env steps (42 s on one thread). Threshold as for the RSSM: >= 20."""
+    from test_dreamer import _cfg
+
+    from mbrl.train import build
+
+    keys = ["model.size=XS", "model.d_model=32", "model.n_layer=1", "model.d_state=16", "model.headdim=16", "model.stoch=8",
+            "model.classes=8", "model.hidden=64", "model.chunk=16"]
+    algo = build(_cfg("toy/chain", 400, 64, 4, "mamba", *keys), tmp_path)
+    out = algo.run()
+    assert out["eval/return"] >= 20.0, algo.eval_history
