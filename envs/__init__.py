@@ -85,6 +85,27 @@ def check(name: str) -> tuple[str, str]:
     return suite, task
 
 
+def snapshot_safe(name: str, pixels: bool | None = None) -> bool:
+    """Whether a vector env of `name` survives `pickle` with its exact state (so a checkpoint can hold the
+    envs mid-episode and a resumed run continues the same episodes): the numpy toy tasks, gymnasium's
+    classic-control tasks and dm_control's state-based tasks do; gymnasium's MuJoCo envs re-create a
+    fresh simulator when unpickled and Atari's emulator does not pickle, so those resume with a reset."""
+    suite, task = parse(name)
+    if suite == "toy":
+        return True
+    if pixels:
+        return False
+    if suite == "dmc":
+        return True
+    if suite == "gym":
+        try:
+            entry = str(gym.spec(task).entry_point)
+        except Exception:  # noqa: BLE001 (an unknown id is reported by check())
+            return False
+        return "classic_control" in entry or "toy_text" in entry
+    return False
+
+
 def make_single(name: str, seed: int | None = 0, *, pixels: bool | None = None, action_repeat: int | None = None,
                 size: int = 64, time_limit: int | None = None, **kwargs) -> gym.Env:
     """One (non-vector) env with the same wrappers as `make`; seeded with `seed` on its first reset."""
@@ -149,4 +170,4 @@ def make(name: str, seed: int | None = 0, num_envs: int = 1, *, pixels: bool | N
     return env
 
 
-__all__ = ["SUITES", "parse", "check", "suite_defaults", "make", "make_single"]
+__all__ = ["SUITES", "parse", "check", "suite_defaults", "make", "make_single", "snapshot_safe"]

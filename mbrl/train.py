@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -52,6 +53,15 @@ def make_run_dir(cfg: Any) -> Path:
     return path
 
 
+def _remove_run_dir(path: Path) -> None:
+    """Remove a run dir made for a run that never started, and the parents it left empty (runs/<algo>/<env>)."""
+    shutil.rmtree(path, ignore_errors=True)
+    for parent in path.parents:
+        if parent.name in ("", "runs", ".") or any(parent.iterdir()):
+            break
+        parent.rmdir()
+
+
 def build(cfg: Any, run_dir: Optional[str | Path] = None):
     """Build the Algorithm that `cfg` names (no hydra needed: any OmegaConf/dict config)."""
     name = str(cfg.algo.name)
@@ -65,39 +75,78 @@ def build(cfg: Any, run_dir: Optional[str | Path] = None):
     from mbrl.utils.seeding import seed_everything
 
     seed_everything(int(cfg.get("seed", 0) or 0))
-    return module.from_config(cfg, run_dir)
+    algo = module.from_config(cfg, run_dir)
+    # what a checkpoint of this run must match, and whether it may hold the envs (exact resume)
+    from mbrl import envs
+
+    model = cfg.get("model")
+    algo.meta = {"env": str(cfg.env), "model": str(model.name) if model is not None and model.get("name") else None}
+    suite = str(cfg.env).split("/", 1)[0]
+    pixels = (cfg.get("env_kwargs") or {}).get("pixels")
+    algo.snapshot_envs = suite not in ("d4rl", "minari") and envs.snapshot_safe(str(cfg.env), pixels)
+    return algo
+
+
+#: what a resume may change (everything else is the run's own and comes from its config.yaml)
+RESUME_KEYS = ("steps", "eval_every", "eval_episodes", "log_every", "checkpoint_every", "checkpoint_minutes", "threads",
+               "device", "progress", "tensorboard", "resume")
+
+
+def _resume_config(resume_dir: Path, cfg: Any, overrides: list[str]) -> Any:
+    """The saved config of the run in `resume_dir`, with the overrides a resume may change."""
+    from omegaconf import OmegaConf
+
+    saved = resume_dir / "config.yaml"
+    if not saved.is_file():
+        raise UserError(f"resume={resume_dir}: no config.yaml there (expected {saved})")
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o]
+    refused = [k for k in keys if k not in RESUME_KEYS and not k.startswith("hydra")]
+    if refused:
+        raise UserError(f"resume cannot change {', '.join(refused)} (the run's own settings come from {saved}); "
+                        f"a resume may change only: {', '.join(k for k in RESUME_KEYS if k != 'resume')}")
+    try:
+        old = OmegaConf.load(saved)
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"{saved} is damaged ({type(e).__name__})") from None
+    for k in keys:
+        if k in RESUME_KEYS and k != "resume":
+            old[k] = cfg.get(k)
+    return old
 
 
 def run(cfg: Any) -> dict:
     import torch
     from omegaconf import OmegaConf
 
+    from mbrl.utils.stop import handle_signals
+
     overrides = _user_overrides()
     resume = cfg.get("resume")
     if resume:
-        resume_dir = Path(cfg.resume)
-        saved = resume_dir / "config.yaml"
-        if not saved.is_file():
-            raise UserError(f"resume={resume_dir}: no config.yaml there (expected {saved})")
-        new_steps = cfg.get("steps")
-        cfg = OmegaConf.load(saved)
-        if new_steps is not None:
-            cfg.steps = new_steps
-        run_dir = resume_dir
+        run_dir = Path(cfg.resume)
+        cfg = _resume_config(run_dir, cfg, overrides)
     else:
         cfg = finalize(cfg, overrides)
         check_env_name(str(cfg.env))
-        run_dir = make_run_dir(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    OmegaConf.save(cfg, run_dir / "config.yaml")
-    if not resume:  # the command that made the run, for reports (config.yaml holds the full config)
-        (run_dir / "command.txt").write_text(" ".join(["python -m mbrl.train", *overrides]) + "\n")
-    algo = build(cfg, run_dir)
+    created = None
+    if not resume:
+        run_dir = created = make_run_dir(cfg)
+    try:
+        OmegaConf.save(cfg, run_dir / "config.yaml")
+        if not resume:  # the command that made the run, for reports (config.yaml holds the full config)
+            (run_dir / "command.txt").write_text(" ".join(["python -m mbrl.train", *overrides]) + "\n")
+        algo = build(cfg, run_dir)
+    except BaseException:
+        if created is not None:  # a run that fails before training leaves no run dir behind
+            _remove_run_dir(created)
+        raise
     print(f"run dir: {run_dir}", file=sys.stderr)
     if resume:
         print(f"resuming from {run_dir} at its last checkpoint", file=sys.stderr)
-    metrics = algo.run(resume=run_dir if resume else None)
+    with handle_signals():
+        metrics = algo.run(resume=run_dir if resume else None)
     summary = ", ".join(f"{k}={v:.2f}" for k, v in metrics.items())
     print(f"done: {algo.env_steps} env steps, {algo.updates} updates; {summary}")
     return metrics
@@ -106,18 +155,79 @@ def run(cfg: Any) -> dict:
 def _hydra_entry() -> None:
     import hydra
 
+    from mbrl.utils.stop import Interrupted
+
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
     def _main(cfg):  # noqa: ANN001
+        multirun = _is_multirun()
         try:
             run(cfg)
-        except UserError as e:
-            if DEBUG:
-                raise
+        except Interrupted as e:
+            print(f"{e}; continue with: python -m mbrl.train resume={Path(e.checkpoint).parent.parent if e.checkpoint else '<run dir>'}", file=sys.stderr)
+            sys.exit(e.exit_code)  # a stop ends a sweep too
+        except Exception as e:  # noqa: BLE001
+            if DEBUG or (not multirun and not isinstance(e, UserError)):
+                raise  # a bug outside a sweep keeps its traceback
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            print(f"error: {msg}", file=sys.stderr)
-            sys.exit(2)
+            if not isinstance(e, UserError):
+                msg = f"{type(e).__name__}: {msg}"
+            if not multirun:
+                print(f"error: {msg}", file=sys.stderr)
+                sys.exit(2)
+            # in a sweep one bad job does not stop the others: record it, report all at the end
+            _record_failure(msg)
+            print(f"error (job {_job_label()}): {msg}", file=sys.stderr)
 
     _main()
+
+
+FAILURES_ENV = "MBRL_SWEEP_FAILURES"  # the file where a sweep's failed jobs are recorded (one JSON line each)
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _job_label() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        hc = HydraConfig.get()
+        return f"{hc.job.num}: {' '.join(hc.overrides.task)}"
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+def _record_failure(msg: str) -> None:
+    import json
+
+    path = os.environ.get(FAILURES_ENV)
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"job": _job_label(), "error": msg}) + "\n")
+
+
+def _report_failures(path: str) -> int:
+    """After a sweep: list the failed jobs with their error line; 1 if any failed, else 0."""
+    import json
+
+    p = Path(path)
+    if not p.is_file():
+        return 0
+    rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    p.unlink(missing_ok=True)
+    if not rows:
+        return 0
+    print(f"{len(rows)} job(s) of the sweep failed:", file=sys.stderr)
+    for r in rows:
+        print(f"  job {r['job']}: {r['error']}", file=sys.stderr)
+    return 1
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -144,8 +254,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     from mbrl.utils.memory import keep_freed_memory
 
     keep_freed_memory()  # freed tensors stay in the heap: no page faults for each step's large activations
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    if multirun and not os.environ.get(FAILURES_ENV):
+        import tempfile
+
+        fd, failures = tempfile.mkstemp(prefix="mbrl-sweep-failures-", suffix=".jsonl")
+        os.close(fd)
+        os.environ[FAILURES_ENV] = failures  # inherited by launcher processes (joblib, submitit_local)
     _hydra_entry()
-    return 0
+    return _report_failures(os.environ[FAILURES_ENV]) if multirun else 0
 
 
 if __name__ == "__main__":

@@ -42,9 +42,9 @@ class OfflineAlgorithm(Algorithm):
         last_eval: dict[str, float] = {}
         if not self._pretrained:
             self._pretrained = True
-            self.logger.accumulate(self.pretrain())
+            self.logger.accumulate(self.checked(self.pretrain()))
         while self.updates < loop.steps:
-            self.logger.accumulate(self.train_step())
+            self.logger.accumulate(self.checked(self.train_step()))
             self.updates += 1
             self.env_steps = self.updates
             self.logger.progress(1)

@@ -346,6 +346,19 @@ def load(env_name: str, dataset_path: Optional[str] = None) -> OfflineDataset:
             path = Path(d).expanduser() / f"{rest}.hdf5"
         if not path.exists():
             raise UserError(f"D4RL dataset {rest!r} not found: expected {path} (pass dataset_path= or set D4RL_DATASET_DIR)")
-        return load_d4rl(path, name=rest)
+        return check_finite(load_d4rl(path, name=rest), str(path))
     root = Path(dataset_path).expanduser() if dataset_path else None
-    return load_minari(rest, root=root)
+    return check_finite(load_minari(rest, root=root), rest)
+
+
+def check_finite(data: OfflineDataset, source: str) -> OfflineDataset:
+    """A dataset with a NaN or inf value fails here, naming the first bad row (it would train to NaN)."""
+    for key in ("obs", "action", "reward", "next_obs"):
+        arr = getattr(data, key)
+        if not np.issubdtype(arr.dtype, np.floating):
+            continue
+        bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise UserError(f"dataset {source}: '{key}' has a NaN or inf value at row {row} ({int(bad.sum())} bad rows in all); clean the file")
+    return data

@@ -35,8 +35,21 @@ def save_checkpoint(obj: Any, path: str | Path) -> Path:
     return atomic_write(path, lambda p: torch.save(obj, p))
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> Any:
+def load_checkpoint(path: str | Path, map_location: Any = "cpu", keys: tuple[str, ...] = ()) -> Any:
+    """Read a checkpoint; a missing, empty, truncated or foreign file is a UserError naming it (never a
+    traceback from the unpickler). `keys`: entries a dict checkpoint must have."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=False)
+    size = path.stat().st_size
+    if size == 0:
+        raise UserError(f"checkpoint {path} is empty (0 bytes)")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001 (zipfile, pickle, EOF and torch errors alike: a damaged file)
+        what = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
+        raise UserError(f"checkpoint {path} is damaged or not a checkpoint ({size} bytes; {type(e).__name__}{': ' + what if what else ''})") from None
+    missing = [k for k in keys if not isinstance(obj, dict) or k not in obj]
+    if missing:
+        raise UserError(f"{path} is not an mbrl checkpoint (no {', '.join(missing)})")
+    return obj

@@ -14,10 +14,13 @@ from tqdm import tqdm
 
 
 class Logger:
-    def __init__(self, run_dir: Optional[str | Path], total_steps: int, start_step: int = 0, progress: bool = True, tensorboard: bool = True):
+    def __init__(self, run_dir: Optional[str | Path], total_steps: int, start_step: int = 0, progress: bool = True, tensorboard: bool = True,
+                 wall_offset: float = 0.0):
+        """`start_step` / `wall_offset`: where a resumed run continues (its checkpoint's step and
+        wall-clock seconds); tensorboard keeps the points up to and including `start_step`."""
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self._means: dict[str, list[float]] = defaultdict(list)
-        self._start = time.time()
+        self._start = time.time() - float(wall_offset)
         self.latest: dict[str, float] = {}
         self._csv_file = None
         self._tb = None
@@ -32,8 +35,12 @@ class Logger:
             if tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=start_step or None)
+                self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
         self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, disable=not progress, file=sys.stderr, smoothing=0.05)
+
+    def elapsed(self) -> float:
+        """Wall-clock seconds of the run so far (continued across resumes)."""
+        return time.time() - self._start
 
     def accumulate(self, metrics: dict[str, float]) -> None:
         """Collect training metrics; their means are written at the next `flush`."""
@@ -41,7 +48,7 @@ class Logger:
             self._means[k].append(float(v))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        wall = time.time() - self._start
+        wall = self.elapsed()
         for k, v in metrics.items():
             v = float(v)
             self.latest[k] = v
@@ -88,3 +95,33 @@ class Logger:
             self._tb.close()
         if self._csv_file is not None:
             self._csv_file.close()
+
+
+def trim_metrics(path: str | Path, last_step: int) -> int:
+    """Drop the rows of a metrics.csv logged after `last_step` (a resumed run re-logs them from its
+    checkpoint, so they would appear twice); atomic. Returns how many rows were dropped."""
+    from mbrl.utils.checkpoint import atomic_write
+
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return 0
+    keep = [rows[0]] + [r for r in rows[1:] if r and _step(r[0]) <= last_step]
+    dropped = len(rows) - len(keep)
+    if dropped:
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                csv.writer(f).writerows(keep)
+
+        atomic_write(path, write)
+    return dropped
+
+
+def _step(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.inf
