@@ -30,19 +30,21 @@ def load_algorithm(run_dir: Path, eval_episodes: int, device: Optional[str] = No
     from mbrl.utils.checkpoint import load_checkpoint
 
     cfg_path = run_dir / "config.yaml"
-    ckpt_path = run_dir / "checkpoints" / "latest.pt"
-    for p in (cfg_path, ckpt_path):
-        if not p.is_file():
-            raise UserError(f"{run_dir} is not a finished or checkpointed run: {p} is missing")
-    cfg = OmegaConf.load(cfg_path)
+    ckpts = [run_dir / "checkpoints" / n for n in ("latest.pt", "previous.pt")]
+    if not cfg_path.is_file() or not any(p.is_file() for p in ckpts):
+        missing = cfg_path if not cfg_path.is_file() else ckpts[0]
+        raise UserError(f"{run_dir} is not a finished or checkpointed run: {missing} is missing")
+    try:
+        cfg = OmegaConf.load(cfg_path)
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"{cfg_path} is damaged ({type(e).__name__})") from None
     cfg.eval_episodes = eval_episodes
     if device is not None:
         cfg.device = device
     algo = build(cfg, run_dir=None)
-    ckpt = load_checkpoint(ckpt_path, map_location=algo.device)
-    for k, m in algo.modules().items():
-        m.load_state_dict(ckpt["modules"][k])
-    return algo, ckpt
+    # networks only, from latest.pt or (damaged latest: one warning line) previous.pt; one line if neither loads
+    path = algo.load(run_dir, networks_only=True)
+    return algo, load_checkpoint(path, map_location=algo.device)
 
 
 # ----------------------------------------------------------------------------------- --video

@@ -131,6 +131,7 @@ class Algorithm:
         self._last_ckpt_time = time.time()
         self._latest_buffer_file: Optional[str] = None  # the buffer file latest.pt names (known once saved or loaded)
         self._latest_known = False
+        self._saved_at: Optional[int] = None  # the step of the last checkpoint this process wrote
         seed_everything(loop.seed)
         env.action_space.seed(loop.seed)
 
@@ -353,12 +354,15 @@ class Algorithm:
             ckpt["live"] = self._live
         latest, previous = directory / "latest.pt", directory / "previous.pt"
         latest_known = self._latest_known
-        if latest.is_file():
+        if latest.is_file() and self._saved_at != self.env_steps:
             os.replace(latest, previous)  # keep the last two: a damaged latest falls back to it
+        elif latest.is_file():  # saved again at the same step (the end of a run): latest is replaced, previous kept
+            latest_known, self._latest_buffer_file = True, _buffer_file_of(previous)
         path = save_checkpoint(ckpt, latest)
         self._last_ckpt_time = time.time()
         keep = {buffer_file, self._latest_buffer_file if latest_known else _buffer_file_of(previous)}
         self._latest_buffer_file, self._latest_known = buffer_file, True
+        self._saved_at = self.env_steps
         for old in directory.glob("buffer_*.npz"):
             if old.name not in keep:
                 old.unlink(missing_ok=True)
