@@ -53,3 +53,34 @@ def human_normalized_score(game: str, score: float) -> float:
     name = _canonical(game)
     random, human = ATARI_RANDOM_SCORES[name], ATARI_HUMAN_SCORES[name]
     return (float(score) - random) / (human - random)
+
+
+# The Atari100k scoring rule of DreamerV3 (Hafner et al. 2023): a run's score is the mean of the training
+# episode returns logged in the last 10k of its 400k frames (the released danijar/dreamerv3
+# scores/atari100k-*.json.gz curves, scored this way, give the per-seed numbers in mbrl/baselines/).
+ATARI100K_WINDOW_FRAMES = 10_000
+
+
+def window_score(frames, returns, budget_frames: float, window_frames: float = ATARI100K_WINDOW_FRAMES) -> float:
+    """Mean of the episode `returns` logged at `frames` in (budget - window, budget]; when no episode ended
+    in the window (very long episodes), the last return logged at or before the budget."""
+    pairs = [(float(f), float(r)) for f, r in zip(frames, returns) if float(f) <= budget_frames]
+    inside = [r for f, r in pairs if f > budget_frames - window_frames]
+    if inside:
+        return sum(inside) / len(inside)
+    if pairs:
+        return sorted(pairs, key=lambda p: p[0])[-1][1]
+    raise UserError(f"no episode return logged at or before frame {budget_frames:g}")
+
+
+def normalize(env: str, score: float) -> tuple[float, str]:
+    """A score on the benchmark's normalised scale and the scale's name: Atari -> human-normalised
+    (`hns`), D4RL -> D4RL-normalised 0-100 (`d4rl`), DMC and everything else -> the raw return (`raw`)."""
+    suite = env.split("/", 1)[0]
+    if suite == "atari":
+        return human_normalized_score(env, score), "hns"
+    if suite == "d4rl":
+        from .offline_scores import d4rl_normalized_score
+
+        return float(d4rl_normalized_score(env.split("/", 1)[1], score)), "d4rl"
+    return float(score), "raw"

@@ -78,6 +78,9 @@ def test_wheel_ships_every_config_as_mbrl_configs(wheel):
     modules = _repo_files("mbrl", "*.py") + [f"mbrl/{m}" for m in _repo_files("envs", "*.py")]
     missing = [m for m in modules if m not in names]
     assert not missing, f"modules missing from the wheel (add their package to setup.cfg `packages`): {missing}"
+    # the published baseline scores mbrl.report reads (setup.cfg package_data)
+    data = _repo_files("mbrl/baselines", "*.csv")
+    assert data and not [d for d in data if d not in names], f"baseline data missing from the wheel: {data}"
 
 
 def test_unpacked_wheel_finds_its_configs(wheel, tmp_path):
