@@ -107,3 +107,44 @@ def test_bad_options_one_line_errors():
         make_planner("cem", 2, popsize=3)
     with pytest.raises(UserError):
         make_planner("cem", 2).plan(quad, 1.0, -1.0, 4)
+
+
+@pytest.mark.parametrize("name", sorted(PLANNERS))
+def test_every_planner_takes_proposals(name):
+    """Proposals [P, H, A] are scored among the candidates (a perfect one is found at once) and bad shapes fail in one line."""
+    seen = []
+
+    def score(a):
+        seen.append(a.shape[0])
+        return quad(a)
+
+    opts = dict(OPTS[name], population=64, **({} if name == "random" else {"iterations": 1}))
+    p = make_planner(name, 2, seed=0, **opts)
+    sol = p.plan(score, -1.0, 1.0, 4, proposals=TARGET.unsqueeze(0))
+    assert (sol - TARGET).abs().max().item() < (0.35 if name == "mppi" else 1e-6), name  # mppi executes a weighted mean
+    assert seen == [64] or name == "icem"
+    with pytest.raises(UserError, match="proposals"):
+        make_planner(name, 2, **dict(OPTS[name], population=64)).plan(quad, -1.0, 1.0, 4, proposals=torch.zeros(2, 3, 2))
+
+
+def test_mppi_with_a_good_proposal_finds_the_optimum_faster():
+    """TD-MPC2's MPPI (512 samples, 64 elites, temperature 0.5, std in [0.05, 2]) on a known quadratic: with 24
+    proposals near the optimum (a good policy prior), 2 iterations get closer than 6 iterations without them."""
+    g = torch.Generator().manual_seed(0)
+    opts = dict(population=512, num_elites=64, gamma=0.5, std_min=0.05, std_max=2.0, beta=1.0)
+    sharp = lambda a: 50.0 * quad(a)  # noqa: E731  (returns in the scale of a value function)
+
+    def err(iterations, proposals):
+        errs = []
+        for s in range(5):
+            p = make_planner("mppi", 2, seed=s, iterations=iterations, **opts)
+            errs.append((p.plan(sharp, -1.0, 1.0, 4, proposals=proposals) - TARGET).abs().max().item())
+        return sum(errs) / len(errs)
+
+    good = (TARGET + 0.05 * torch.randn(24, 4, 2, generator=g)).clamp(-1, 1)
+    with_prop, without = err(2, good), err(6, None)
+    assert with_prop < 0.6 * without, (with_prop, without)
+    # the adaptive std stays inside its bounds (units of half the action range)
+    p = make_planner("mppi", 2, seed=0, iterations=6, **opts)
+    p.plan(sharp, -1.0, 1.0, 4)
+    assert 0.05 - 1e-6 <= float(p.last_std.min()) and float(p.last_std.max()) <= 2.0 + 1e-6

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 
 from mbrl.planners.base import Planner, ScoreFn
-from mbrl.planners.common import as_bounds, safe_score, shifted_mean
+from mbrl.planners.common import as_bounds, check_proposals, safe_score, shifted_mean, with_proposals
 from mbrl.errors import UserError
 
 
@@ -43,8 +43,9 @@ class CEM(Planner):
         self.alpha, self.init_std, self.return_mean_elites = alpha, init_std, return_mean_elites
 
     @torch.no_grad()
-    def plan(self, score_fn: ScoreFn, action_low, action_high, horizon: int) -> torch.Tensor:
+    def plan(self, score_fn: ScoreFn, action_low, action_high, horizon: int, proposals: Optional[torch.Tensor] = None) -> torch.Tensor:
         lo, hi = as_bounds(action_low, action_high, self.action_dim, self.device)
+        props = check_proposals(proposals, horizon, self.action_dim, self.population, lo, hi)
         mu = shifted_mean(self._prev, horizon, lo, hi)
         std0 = (hi - lo) / 4 if self.init_std is None else torch.full_like(lo, self.init_std)
         var = (std0**2).expand(horizon, -1).clone()
@@ -54,7 +55,7 @@ class CEM(Planner):
             # variance limited so that +-2 std stays inside the bounds
             mv = torch.minimum(torch.minimum(((mu - lo) / 2) ** 2, ((hi - mu) / 2) ** 2), var)
             cand = mu + truncated_normal_(noise, self.generator) * mv.sqrt()
-            cand = torch.maximum(torch.minimum(cand, hi), lo)
+            cand = with_proposals(torch.maximum(torch.minimum(cand, hi), lo), props)
             scores = safe_score(score_fn, cand)
             top, idx = torch.topk(scores, self.num_elites)
             elites = cand[idx]

@@ -9,8 +9,6 @@ from mbrl.planners.base import ScoreFn
 from mbrl.errors import UserError
 
 
-
-
 def as_bounds(low, high, action_dim: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     lo = torch.as_tensor(low, dtype=torch.float32, device=device).expand(action_dim).clone()
     hi = torch.as_tensor(high, dtype=torch.float32, device=device).expand(action_dim).clone()
@@ -37,3 +35,20 @@ def safe_score(score_fn: ScoreFn, actions: torch.Tensor) -> torch.Tensor:
     if r.shape[0] != actions.shape[0]:
         raise ValueError(f"score_fn returned {r.shape[0]} scores for {actions.shape[0]} action sequences")
     return torch.nan_to_num(r, nan=-1e10, posinf=-1e10, neginf=-1e10)
+
+
+def check_proposals(proposals: Optional[torch.Tensor], horizon: int, action_dim: int, population: int, lo: torch.Tensor,
+                    hi: torch.Tensor) -> Optional[torch.Tensor]:
+    """Validated proposals [P, H, A] clamped into the bounds (P < population), or None."""
+    if proposals is None or proposals.shape[0] == 0:
+        return None
+    if proposals.dim() != 3 or tuple(proposals.shape[1:]) != (horizon, action_dim) or proposals.shape[0] >= population:
+        raise UserError(f"planner proposals have shape {tuple(proposals.shape)}; valid: [P, {horizon}, {action_dim}] with P < population ({population})")
+    return torch.maximum(torch.minimum(proposals.to(lo.device, torch.float32), hi), lo)
+
+
+def with_proposals(cand: torch.Tensor, proposals: Optional[torch.Tensor]) -> torch.Tensor:
+    """Candidates [N, H, A] whose first P rows are the proposals (the population size is kept)."""
+    if proposals is None:
+        return cand
+    return torch.cat([proposals, cand[proposals.shape[0]:]], 0)

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 
 from mbrl.planners.base import Planner, ScoreFn
-from mbrl.planners.common import as_bounds, safe_score, shifted_mean
+from mbrl.planners.common import as_bounds, check_proposals, safe_score, shifted_mean, with_proposals
 from mbrl.errors import UserError
 
 
@@ -76,8 +76,9 @@ class ICEM(Planner):
         self._elites = None
 
     @torch.no_grad()
-    def plan(self, score_fn: ScoreFn, action_low, action_high, horizon: int) -> torch.Tensor:
+    def plan(self, score_fn: ScoreFn, action_low, action_high, horizon: int, proposals: Optional[torch.Tensor] = None) -> torch.Tensor:
         lo, hi = as_bounds(action_low, action_high, self.action_dim, self.device)
+        props = check_proposals(proposals, horizon, self.action_dim, self.population, lo, hi)
         mu = shifted_mean(self._prev, horizon, lo, hi)
         std = torch.full_like(mu, self.init_std) * (hi - lo) / 2
         n_keep = int(round(self.keep_elites * self.num_elites))
@@ -94,6 +95,8 @@ class ICEM(Planner):
             n = max(int(self.population * self.population_decay ** (-i)), 2 * self.num_elites)
             cand = mu + std * colored_noise(self.noise_beta, (n, horizon, self.action_dim), self.generator, self.device)
             parts = [torch.maximum(torch.minimum(cand, hi), lo)]
+            if props is not None:  # the policy's proposals join every iteration's samples
+                parts.append(props)
             if kept is not None:
                 parts.append(kept)
             if self.add_mean and i == self.iterations - 1:
