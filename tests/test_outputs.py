@@ -282,3 +282,27 @@ def test_bench_guard_claim(tmp_path, monkeypatch):
     monkeypatch.setattr(common, "OVERWRITE", True)
     write_result(p, "t", "cmd", "two")
     assert p.read_text().endswith("two\n")
+
+
+@pytest.mark.parametrize("name", __import__("mbrl.models", fromlist=["names"]).names())
+def test_every_backbone_with_a_decoder_draws_open_loop_videos(name, one_thread):
+    """Built on the WorldModel protocol only: each registered backbone (tiny, untrained) with a
+    decoder gives the real / model / difference video on a pixel batch; one without says so in one line."""
+    from test_contract import SPACES, build, toy_batch
+
+    from mbrl.errors import UserError
+    from mbrl.models.openloop import open_loop_video
+
+    model = build(name, "pixels")
+    batch = toy_batch("pixels")
+    B, T = batch["is_first"].shape
+    C, H, W = SPACES["pixels"][0].shape
+    if not model.has_decoder:
+        with pytest.raises(UserError, match="has no decoder") as e:
+            open_loop_video(model, batch["obs"], batch["action"], batch["is_first"], context=2)
+        assert len(str(e.value).splitlines()) == 1
+        return
+    video = open_loop_video(model, batch["obs"], batch["action"], batch["is_first"], context=2)
+    assert video.shape == (T, 3 * H, B * W, 3) and video.dtype == np.uint8
+    real = np.moveaxis(batch["obs"].numpy(), 2, -1)  # [B, T, H, W, C]
+    np.testing.assert_array_equal(video[:, :H, :W], real[0])  # the top row is the real sequence

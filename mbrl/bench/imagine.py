@@ -210,6 +210,10 @@ def run(args: argparse.Namespace) -> int:
     from mbrl.bench.peers import write_result
     from mbrl.errors import UserError
 
+    if not args.no_write:  # refuse committed results before the measurement, not after it
+        from mbrl.bench.common import claim
+
+        claim("bench_imagine.md", *(["bench_transformer_step.md"] if args.train_step else []))
     torch.set_num_threads(args.threads)
     if args.train_step_only:
         args.train_step = True
