@@ -22,6 +22,7 @@ mistake gets one line.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -124,7 +125,11 @@ def validate_overrides(argv: list[str]) -> list[str]:
     top = base_keys()
     chosen: dict[str, list[str]] = {}
     pairs = []
-    for arg in argv:
+    takes_value = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+                   "--experimental-rerun", "--info", "-i"}
+    for i, arg in enumerate(argv):
+        if not arg.startswith("-") and "=" not in arg and not (i > 0 and argv[i - 1] in takes_value):
+            raise UserError(f"unexpected argument {arg!r}: arguments are key=value overrides, e.g. env=gym/Pendulum-v1 algo=sac steps=10000")
         if arg.startswith("-") or "=" not in arg:
             continue
         key, value = arg.split("=", 1)
@@ -187,6 +192,97 @@ def check_env_name(name: str) -> None:
 
 def _user_keys(overrides: Iterable[str]) -> set[str]:
     return {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
+
+
+#: top-level values: (kind, minimum); null is always allowed (the algo's default)
+TOP_VALUES = {"seed": ("int", 0), "steps": ("int", 1), "num_envs": ("int", 1), "threads": ("int", 1),
+              "eval_every": ("int", 0), "eval_episodes": ("int", 1), "log_every": ("int", 1),
+              "checkpoint_every": ("int", 0), "checkpoint_minutes": ("float", 0), "save_buffer": ("bool", None),
+              "progress": ("bool", None), "tensorboard": ("bool", None)}
+#: the same loop keys where an algo config sets them, plus a few more every algo shares
+ALGO_VALUES = {**{k: v for k, v in TOP_VALUES.items() if k != "seed"}, "prefill": ("int", 0), "batch_size": ("int", 1),
+               "train_ratio": ("float", 0)}
+DEVICES = ("cpu", "cuda", "cuda:<n>", "auto")
+
+
+def _check_value(key: str, value: Any, kind: str, minimum: Any) -> Any:
+    if value is None:
+        return None
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise UserError(f"{key}={value!r} is not a boolean; valid: true, false")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{key}={value!r} is not a number; valid: {'an integer' if kind == 'int' else 'a number'} >= {minimum}")
+    if kind == "int":
+        if float(value) != int(value):
+            raise UserError(f"{key}={value!r} is not an integer; valid: an integer >= {minimum}")
+        value = int(value)
+    if minimum is not None and value < minimum:
+        raise UserError(f"{key}={value!r} is out of range; valid: {'an integer' if kind == 'int' else 'a number'} >= {minimum}")
+    return value
+
+
+def _default_at(group_cfg: Any, sub: str) -> Any:
+    node = group_cfg
+    for part in sub.split("."):
+        if not hasattr(node, "get") or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def check_values(cfg: Any, overrides: list[str]) -> None:
+    """Values by type and range, before anything is built: one line for a bad one (exit 2). Top-level and
+    loop keys against TOP_VALUES / ALGO_VALUES, `device` against what this machine has, and every group
+    key the user set against the type of its default (an int key takes an int, a bool key a bool)."""
+    from omegaconf import OmegaConf
+
+    for k, (kind, lo) in TOP_VALUES.items():
+        if k in cfg:
+            cfg[k] = _check_value(k, cfg[k], kind, lo)
+    algo = cfg.get("algo")
+    if algo is not None:
+        for k, (kind, lo) in ALGO_VALUES.items():
+            if k in algo and not OmegaConf.is_missing(algo, k):
+                algo[k] = _check_value(f"algo.{k}", algo[k], kind, lo)
+    device = str(cfg.get("device") or "cpu")
+    if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", device):
+        raise UserError(f"device={device!r} is not a device; valid: {', '.join(DEVICES)}")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"device={device} but this machine has no CUDA device (torch {torch.__version__}); valid here: cpu, auto")
+    for key in _user_keys(overrides):
+        head, _, sub = key.partition(".")
+        if head not in USES + ("algo",) or not sub or cfg.get(head) is None or not cfg[head].get("name"):
+            continue
+        try:
+            default = _default_at(load_group(head, str(cfg[head].name)), sub)
+        except UserError:
+            continue
+        value = OmegaConf.select(cfg, key)
+        if isinstance(default, bool):
+            _check_value(key, value, "bool", None)
+        elif isinstance(default, int):
+            _check_value(key, value, "int", None)
+        elif isinstance(default, float):
+            _check_value(key, value, "float", None)
+    steps = cfg.get("steps") if cfg.get("steps") is not None else (algo.get("steps") if algo is not None else None)
+    prefill = algo.get("prefill") if algo is not None else None
+    if isinstance(steps, int) and isinstance(prefill, int) and steps < prefill:
+        print(f"warning: steps={steps} is below the random prefill algo.prefill={prefill}: the run ends before any learning", file=sys.stderr)
+    suite = str(cfg.get("env", "")).split("/", 1)[0]
+    if suite in ("d4rl", "minari") and algo is not None and not _is_offline(str(algo.name)):
+        offline = [a for a in group_options("algo") if _is_offline(a)]
+        raise UserError(f"env={cfg.env} is a dataset: it needs an offline algo (valid: {', '.join(offline)}); algo={algo.name} interacts with an env")
+
+
+def _is_offline(algo: str) -> bool:
+    """An algo trained on a dataset (its config composes configs/algo/_shared/offline*.yaml)."""
+    text = (CONFIG_DIR / "algo" / f"{algo}.yaml").read_text() if (CONFIG_DIR / "algo" / f"{algo}.yaml").is_file() else ""
+    return "_shared/offline" in text
 
 
 def finalize(cfg: Any, overrides: list[str]) -> Any:

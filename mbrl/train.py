@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
-from mbrl.config import CONFIG_DIR, check_env_name, finalize, validate_overrides  # noqa: F401 (CONFIG_DIR: public)
+from mbrl.config import CONFIG_DIR, check_env_name, check_values, finalize, validate_overrides  # noqa: F401 (CONFIG_DIR: public)
 from mbrl.errors import UserError
 
 DEBUG = bool(os.environ.get("MBRL_DEBUG"))
@@ -128,6 +128,7 @@ def run(cfg: Any) -> dict:
     else:
         cfg = finalize(cfg, overrides)
         check_env_name(str(cfg.env))
+        check_values(cfg, overrides)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     created = None

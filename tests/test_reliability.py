@@ -190,3 +190,26 @@ def test_nan_dataset_names_the_row(tmp_path):
 
     with pytest.raises(UserError, match="row 17"):
         load("d4rl/toy-point-bad", dataset_path=str(path))
+
+
+BAD_INPUTS = ["steps=abc", "algo.batch_size=abc", "eval_every=abc", "seed=-1", "seed=1.5", "device=gpu", "foo", "steps=0",
+              "steps=-5", "steps=150.7", "threads=0", "progress=maybe", "eval_episodes=0", "env=d4rl/hopper-medium-v2",
+              "learner.lr=fast"]
+if not torch.cuda.is_available():
+    BAD_INPUTS.append("device=cuda")
+
+
+def test_bad_values_get_one_line(tmp_path):
+    """Every bad value: exit code 2, exactly one line on stderr, no traceback, no run directory."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(bad: str):
+        return bad, run_cli("mbrl.train", "env=toy/point", "algo=sac", bad, cwd=tmp_path)
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(one, BAD_INPUTS))
+    for bad, res in results:
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2, (bad, res.stderr[-1500:])
+        assert len(lines) == 1 and lines[0].startswith("error: "), (bad, res.stderr[-1500:])
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("config.yaml"))
