@@ -212,14 +212,15 @@ def _check_value(key: str, value: Any, kind: str, minimum: Any) -> Any:
         if not isinstance(value, bool):
             raise UserError(f"{key}={value!r} is not a boolean; valid: true, false")
         return value
+    valid = ("an integer" if kind == "int" else "a number") + (f" >= {minimum}" if minimum is not None else "")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserError(f"{key}={value!r} is not a number; valid: {'an integer' if kind == 'int' else 'a number'} >= {minimum}")
+        raise UserError(f"{key}={value!r} is not a number; valid: {valid}")
     if kind == "int":
         if float(value) != int(value):
-            raise UserError(f"{key}={value!r} is not an integer; valid: an integer >= {minimum}")
+            raise UserError(f"{key}={value!r} is not an integer; valid: {valid}")
         value = int(value)
     if minimum is not None and value < minimum:
-        raise UserError(f"{key}={value!r} is out of range; valid: {'an integer' if kind == 'int' else 'a number'} >= {minimum}")
+        raise UserError(f"{key}={value!r} is out of range; valid: {valid}")
     return value
 
 
@@ -265,9 +266,7 @@ def check_values(cfg: Any, overrides: list[str]) -> None:
         value = OmegaConf.select(cfg, key)
         if isinstance(default, bool):
             _check_value(key, value, "bool", None)
-        elif isinstance(default, int):
-            _check_value(key, value, "int", None)
-        elif isinstance(default, float):
+        elif isinstance(default, (int, float)):  # a yaml `1` may mean a ratio: any number (ALGO_VALUES holds the integer keys)
             _check_value(key, value, "float", None)
     steps = cfg.get("steps") if cfg.get("steps") is not None else (algo.get("steps") if algo is not None else None)
     prefill = algo.get("prefill") if algo is not None else None
