@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
+from pathlib import Path
+
+PLANNERS = Path(__file__).resolve().parents[1] / "configs" / "planner"
 
 FAST = ["env=toy/point", "steps=600", "algo=sac", "algo.prefill=200", "algo.batch_size=64", "eval_every=300",
         "eval_episodes=2", "log_every=200", "checkpoint_every=300", "progress=false", "algo.buffer_size=5000",
@@ -68,7 +71,7 @@ def test_multirun_seeds_default_run_dirs(tmp_path):
         (["model.size=XS"], "no model is named or implied"),
         (["model=rssm", "algo=sac"], "algo=sac uses no model; drop model=rssm (algos with a model: dreamer, mbpo"),
         (["algo=sac", "planner=cem"], "algo=sac uses no planner"),
-        (["planner=cme"], "unknown planner 'cme'; valid: cem, icem, mppi, random"),
+        (["planner=cme"], "unknown planner 'cme'; valid: " + ", ".join(sorted(p.stem for p in PLANNERS.glob("*.yaml")))),
         (["algo=pets", "planner=cem", "planner.populaton=3"], "unknown key 'planner.populaton' for planner=cem; valid: "),
         (["algo=mbpo", "learner=sac", "learner.hiden=3"], "unknown key 'learner.hiden' for learner=sac; valid: "),
         (["env=toy/point", "model=rssm", "algo=mopo", "dataset_path=x"], "is offline and needs a dataset"),
