@@ -106,6 +106,76 @@ def snapshot_safe(name: str, pixels: bool | None = None) -> bool:
     return False
 
 
+#: keywords `make` itself takes for every suite (beside the suite's own, see `kwarg_names`)
+MAKE_KWARGS = ("pixels", "action_repeat", "size", "time_limit", "vectorization")
+#: constructor arguments set from the env name or from `make`'s own keys, not for the user to pass
+_SET_BY_MAKE = {"self", "task", "game", "seed"}
+
+
+def _params(fn) -> tuple[list[str], bool]:
+    """Keyword names of `fn` and whether it takes **kwargs."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return [], True
+    names = [p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return names, any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+
+
+def kwarg_names(name: str) -> tuple[list[str], bool]:
+    """The keyword arguments (`env_kwargs.<key>=`) env `name` accepts, and whether it also takes any
+    other keyword (a gymnasium env whose constructor has **kwargs): `make`'s own keys plus those of the
+    suite's constructor (the gymnasium env class, `DMCEnv`, `AtariEnv`, the toy task's class)."""
+    suite, task = parse(name)
+    extra: list[str] = []
+    open_ended = False
+    if suite == "gym":
+        try:
+            creator = gym.envs.registration.load_env_creator(gym.spec(task).entry_point)
+        except Exception:  # noqa: BLE001 (an unknown id is reported by check())
+            return list(MAKE_KWARGS), True
+        if isinstance(creator, type):  # follow **kwargs up the class chain (Hopper -> MujocoEnv)
+            open_ended = True
+            for klass in creator.__mro__:
+                if "__init__" not in vars(klass) or klass is object:
+                    continue
+                more, open_ended = _params(klass.__init__)
+                extra += more
+                if not open_ended:
+                    break
+        else:
+            extra, open_ended = _params(creator)
+        extra += ["disable_env_checker", "render_mode", "max_episode_steps"]
+    elif suite == "dmc":
+        from .dmc import DMCEnv
+
+        extra, _ = _params(DMCEnv.__init__)
+    elif suite == "atari":
+        from .atari import AtariEnv
+
+        extra, _ = _params(AtariEnv.__init__)
+        extra = [k for k in extra if k != "frame_skip"]  # = action_repeat
+    else:
+        from .toy import ChainEnv, MemoryEnv, PointEnv, memory_length
+
+        cls = {"point": PointEnv, "point-pixels": PointEnv, "chain": ChainEnv}.get(task, MemoryEnv)
+        extra, _ = _params(cls.__init__)
+        if memory_length(task) is not None:
+            extra = [k for k in extra if k != "length"]  # given by the name (toy/memory-<L>)
+    names = list(dict.fromkeys([*MAKE_KWARGS, *(k for k in extra if k not in _SET_BY_MAKE)]))
+    return names, open_ended
+
+
+def check_kwargs(name: str, kwargs: dict) -> None:
+    """One line naming an unknown `env_kwargs` key of env `name` and listing the valid ones."""
+    names, open_ended = kwarg_names(name)
+    bad = [k for k in kwargs if k not in names]
+    if bad and not open_ended:
+        raise UserError(f"unknown env_kwargs key {bad[0]!r} for env={name}; valid: {', '.join(sorted(names))}")
+
+
 def make_single(name: str, seed: int | None = 0, *, pixels: bool | None = None, action_repeat: int | None = None,
                 size: int = 64, time_limit: int | None = None, **kwargs) -> gym.Env:
     """One (non-vector) env with the same wrappers as `make`; seeded with `seed` on its first reset."""
@@ -150,6 +220,7 @@ def make(name: str, seed: int | None = 0, num_envs: int = 1, *, pixels: bool | N
          vectorization: str = "sync", **kwargs) -> gym.vector.VectorEnv:
     """Build `num_envs` copies of env `name` as a SAME_STEP-autoreset vector env (see module doc)."""
     check(name)
+    check_kwargs(name, kwargs)
     if int(num_envs) < 1:
         raise UserError(f"num_envs must be >= 1, got {num_envs}")
     if vectorization not in ("sync", "async"):
@@ -170,4 +241,4 @@ def make(name: str, seed: int | None = 0, num_envs: int = 1, *, pixels: bool | N
     return env
 
 
-__all__ = ["SUITES", "parse", "check", "suite_defaults", "make", "make_single", "snapshot_safe"]
+__all__ = ["SUITES", "parse", "check", "suite_defaults", "make", "make_single", "snapshot_safe", "kwarg_names", "check_kwargs"]

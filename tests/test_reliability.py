@@ -194,9 +194,25 @@ def test_nan_dataset_names_the_row(tmp_path):
 
 BAD_INPUTS = ["steps=abc", "algo.batch_size=abc", "eval_every=abc", "seed=-1", "seed=1.5", "device=gpu", "foo", "steps=0",
               "steps=-5", "steps=150.7", "threads=0", "progress=maybe", "eval_episodes=0", "env=d4rl/hopper-medium-v2",
-              "learner.lr=fast"]
+              "learner.lr=fast", "env_kwargs.bogus=1"]
 if not torch.cuda.is_available():
     BAD_INPUTS.append("device=cuda")
+
+
+def test_env_kwargs_are_checked_by_name():
+    """An unknown `env_kwargs` key names the env's valid keys (its constructor's, followed up the class
+    chain through **kwargs: Hopper-v5 -> MujocoEnv); the valid ones are accepted."""
+    from mbrl import envs
+    from mbrl.errors import UserError
+
+    names, open_ended = envs.kwarg_names("gym/Hopper-v5")
+    assert not open_ended and {"frame_skip", "healthy_reward", "width", "time_limit"} <= set(names)
+    assert "speed" in envs.kwarg_names("toy/point")[0] and "length" not in envs.kwarg_names("toy/memory-8")[0]
+    with pytest.raises(UserError, match=r"unknown env_kwargs key 'bogus' for env=toy/chain; valid: .*horizon, length"):
+        envs.make("toy/chain", bogus=1)
+    env = envs.make("toy/point", speed=0.2, horizon=7)
+    env.reset(seed=0)
+    env.close()
 
 
 def test_bad_values_get_one_line(tmp_path):
