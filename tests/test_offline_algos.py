@@ -59,10 +59,14 @@ def test_collect_errors():
 @pytest.mark.parametrize("algo", ["bc", "iql", "cql", "td3bc", "mopo", "morel", "mobile", "ravl"])
 def test_offline_cli_end_to_end(algo, point_data, tmp_path):
     extra = SMALL_MODEL if algo in ("mopo", "morel", "mobile", "ravl") else ["learner.hidden=32"]
-    _run(["-m", "mbrl.train", "env=d4rl/point-random", f"dataset_path={point_data}", f"algo={algo}", "steps=60", "eval_every=30",
+    if algo == "mobile":  # a rollout batch above the dataset's 5000 transitions: one warning line, before the model fit
+        extra = [*extra, "algo.rollout_batch=9000"]
+    out = _run(["-m", "mbrl.train", "env=d4rl/point-random", f"dataset_path={point_data}", f"algo={algo}", "steps=60", "eval_every=30",
           "eval_episodes=2", "checkpoint_every=30", "progress=false", "tensorboard=false", "threads=1", f"run_dir={tmp_path}", *extra])
     assert len(_metric(tmp_path, "eval/normalized_score")) == 2
     assert (tmp_path / "checkpoints" / "latest.pt").exists()
+    warned = [line for line in out.stderr.splitlines() if "algo.rollout_batch=9000 is larger than the dataset (5000 transitions)" in line]
+    assert len(warned) == (algo == "mobile"), out.stderr[-2000:]
 
 
 def test_offline_missing_dataset_error(tmp_path):

@@ -16,6 +16,8 @@ MOPO (Yu et al. 2020): r̃ = r̂ − λ · aleatoric, the largest predicted nois
 """
 from __future__ import annotations
 
+import sys
+
 from typing import Any, Optional
 
 import numpy as np
@@ -48,6 +50,10 @@ class ModelBasedOffline(OfflineAlgorithm):
         self.penalty_coef = float(penalty_coef)
         self.extra = extra
         require_signals(model, self.signals(), f"algo={self.name}")
+        if int(rollout_batch) > len(buffer) > 0:  # checked before the model fit (pretrain), not after it
+            print(f"warning: algo.rollout_batch={int(rollout_batch)} is larger than the dataset ({len(buffer)} transitions); "
+                  f"each rollout starts from {len(buffer)} dataset states", file=sys.stderr)
+            rollout_batch = len(buffer)
         self.dyna = Dyna(model, buffer, eval_env.single_action_space, batch_size=batch_size, real_ratio=real_ratio, rollout_batch=rollout_batch,
                          max_horizon=rollout_horizon, retain=model_retain, context=context, signals=self.signals(), penalize=self.penalty,
                          seed=loop.seed, device=self.device)
