@@ -41,3 +41,31 @@ def one_thread():
 @pytest.fixture
 def cli():
     return run_cli
+
+
+class GoalReached(Exception):
+    """Raised by `run_until` when an evaluation reaches the test's goal."""
+
+
+def run_until(algo, goal: float, key: str = "eval/return") -> list[tuple[int, dict]]:
+    """Run `algo` until one of its evaluations reaches `goal` in `key` (the test's own threshold), or to
+    the end of its budget; returns every evaluation as (env steps, metrics). A learning test with a
+    budget sized for its slow seeds then stops as soon as it has shown what it tests."""
+    evals: list[tuple[int, dict]] = []
+    evaluate = algo.evaluate
+
+    def evaluate_and_check(*a, **k):
+        m = evaluate(*a, **k)
+        evals.append((int(algo.env_steps), m))
+        if m.get(key, float("-inf")) >= goal:
+            raise GoalReached
+        return m
+
+    algo.evaluate = evaluate_and_check
+    try:
+        algo.run()
+    except GoalReached:
+        pass
+    finally:
+        algo.evaluate = evaluate
+    return evals

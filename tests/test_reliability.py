@@ -229,3 +229,20 @@ def test_bad_values_get_one_line(tmp_path):
         assert res.returncode == 2, (bad, res.stderr[-1500:])
         assert len(lines) == 1 and lines[0].startswith("error: "), (bad, res.stderr[-1500:])
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("config.yaml"))
+
+
+def test_atari_logs_human_normalized_score(tmp_path):
+    """An Atari run logs the human-normalised score beside each evaluation return: (return - random) /
+    (human - random) with the published scores of envs/scores.py (Pong: random -20.7, human 14.6)."""
+    from mbrl.algos.base import human_normalized
+
+    r = run_cli("mbrl.train", "env=atari/pong", "model=rssm", "model.size=XS", "model.deter=32", "model.hidden=32", "model.stoch=4",
+                "model.classes=4", "model.blocks=1", "steps=40", "algo.prefill=30", "algo.batch_size=2", "algo.batch_length=8",
+                "algo.train_ratio=16", "eval_episodes=1", "env_kwargs.time_limit=15", "env_kwargs.size=16", "progress=false",
+                "tensorboard=false", "threads=1", f"run_dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(tmp_path / "metrics.csv") as f:
+        rows = {row["key"]: float(row["value"]) for row in csv.DictReader(f)}
+    assert rows["eval/human_normalized_score"] == pytest.approx((rows["eval/return"] + 20.7) / (14.6 + 20.7), abs=1e-5)
+    assert "eval/human_normalized_score" in r.stdout
+    assert human_normalized("gym/Pendulum-v1", 1.0) == {} and human_normalized("atari/tetris", 1.0) == {}

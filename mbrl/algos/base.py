@@ -48,6 +48,19 @@ from mbrl.errors import UserError
 CHECKPOINT_KEYS = ("algo", "counters", "modules", "rng")
 
 
+def human_normalized(env: str, score: float) -> dict[str, float]:
+    """`eval/human_normalized_score` for an Atari game with published random / human scores (the
+    Atari100k games, envs/scores.py), else nothing."""
+    if not env.startswith("atari/"):
+        return {}
+    from mbrl.envs.scores import human_normalized_score
+
+    try:
+        return {"eval/human_normalized_score": human_normalized_score(env, score)}
+    except UserError:  # a game outside the published tables
+        return {}
+
+
 @dataclass
 class LoopConfig:
     steps: int = 20_000  # env steps in total (summed over vector envs)
@@ -305,6 +318,7 @@ class Algorithm:
                 is_first = np.logical_or(terminated, truncated)
             rounds += 1
         metrics = {"eval/return": float(np.mean(returns)), "eval/return_std": float(np.std(returns)), "eval/length": float(np.mean(lengths))}
+        metrics.update(human_normalized(str(self.meta.get("env") or ""), metrics["eval/return"]))
         self.eval_history.append((self.env_steps, metrics["eval/return"]))
         if self.logger is not None:
             self.logger.log(self.env_steps, metrics)
