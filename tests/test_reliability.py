@@ -138,6 +138,23 @@ def test_unreadable_checkpoint_is_one_line(tmp_path, content):
         assert "latest.pt" in res.stderr, res.stderr
 
 
+def test_truncated_buffer_file_is_one_line(tmp_path):
+    """A truncated replay-buffer file: `train resume=` fails with one line naming it; `evaluate` (which
+    needs only the networks) still works."""
+    run = tmp_path / "run"
+    res = run_cli(*BASE, "steps=250", "eval_every=0", "checkpoint_every=0", f"run_dir={run}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    buf = run / "checkpoints" / _ckpt(run)["buffer_file"]
+    data = buf.read_bytes()
+    buf.write_bytes(data[: len(data) // 2])
+    res = run_cli("mbrl.train", f"resume={run}", "steps=400")
+    err = [l for l in res.stderr.strip().splitlines() if l.startswith("error:")]
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert len(err) == 1 and buf.name in err[0] and "damaged" in err[0], res.stderr
+    res = run_cli("mbrl.evaluate", str(run), "--episodes", "1")
+    assert res.returncode == 0 and '"env_steps": 250' in res.stdout, res.stderr[-2000:]
+
+
 def test_nan_loss_stops_with_last_checkpoint(tmp_path):
     """SAC with an absurd learning rate diverges to a non-finite loss within a few hundred updates."""
     run = tmp_path / "run"
