@@ -69,3 +69,22 @@ def run_until(algo, goal: float, key: str = "eval/return") -> list[tuple[int, di
     finally:
         algo.evaluate = evaluate
     return evals
+
+
+#: the learning tests that take the longest (tens of seconds to minutes on 2 cores), longest first: run
+#: before the rest so that `pytest -n 2` does not end with one worker alone on a long test
+SLOW_FIRST = ("test_mbpo_learns_inverted_pendulum", "test_pets_terminal_value_solves_inverted_pendulum", "test_pets_learns_cartpole",
+              "test_rssm_latent_mpc_beats_random", "test_diamond_learns_point", "test_transformer_dreamer_learns_continuous_point",
+              "test_dreamer_learns_continuous_point", "test_sac_learns_pendulum", "test_tdmpc2_learns_pendulum")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first, alternating between the two halves of the collection: `-n 2 --dist
+    worksteal` hands each worker one contiguous half and steals from the ends, so each worker starts on
+    its share of the long tests and the short ones fill in around them."""
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    slow = sorted((it for it in items if getattr(it, "originalname", it.name) in rank), key=lambda it: rank[getattr(it, "originalname", it.name)])
+    rest = [it for it in items if getattr(it, "originalname", it.name) not in rank]
+    half = len(items) // 2
+    k = max(0, half - len(slow[0::2]))
+    items[:] = slow[0::2] + rest[:k] + slow[1::2] + rest[k:]
