@@ -175,6 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     from mbrl.agent import Agent
 
+    for flag, value in (("--episodes", a.episodes), ("--video-frames", a.video_frames), ("--dream-horizon", a.dream_horizon),
+                        ("--dream-sequences", a.dream_sequences), ("--dream-context", a.dream_context)):
+        if value < 1:
+            print(f"error: {flag} {value}; valid: an integer >= 1", file=sys.stderr)
+            return 2
+
     try:
         algo, ckpt = load_algorithm(a.run_dir, a.episodes)
         metrics = algo.evaluate(a.episodes)

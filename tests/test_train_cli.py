@@ -184,6 +184,8 @@ def test_plot_and_evaluate(smoke_runs, tmp_path):
     assert m["env_steps"] == 600 and "eval/return" in m
     r = run_cli("mbrl.evaluate", str(tmp_path / "nope"))
     assert r.returncode == 2 and r.stderr.startswith("error: ")
+    r = run_cli("mbrl.evaluate", str(runs[0]), "--episodes", "0")  # was NaN metrics, invalid JSON
+    assert r.returncode == 2 and r.stderr.strip() == "error: --episodes 0; valid: an integer >= 1" and not r.stdout, r.stderr
 
 
 def test_build_seeds_network_init():
