@@ -13,7 +13,7 @@ PLANNERS = Path(__file__).resolve().parents[1] / "configs" / "planner"
 
 FAST = ["env=toy/point", "steps=600", "algo=sac", "algo.prefill=200", "algo.batch_size=64", "eval_every=300",
         "eval_episodes=2", "log_every=200", "checkpoint_every=300", "progress=false", "algo.buffer_size=5000",
-        "learner.hidden=64"]
+        "learner.hidden=64", "threads=1"]
 
 
 def _read_metrics(run_dir):
