@@ -255,7 +255,8 @@ def run(args) -> int:
             f"{peak_after:.0f} after. FLOPs: `FlopCounterMode` (matmuls and convolutions, forward and backward; elementwise work, "
             f"e.g. mambapy's parallel scan, is not counted); the analytic forward count of our core (`core_flops`, formula in "
             f"mbrl/bench/ssm.py) is {o['fwd_formula'] / 1e9:.3f} GFLOP for the training batch. mambapy's pure-PyTorch model on "
-            "CPU is Mamba-1 (its Mamba-2 module needs the CUDA-only mamba_ssm), at the same width, depth, d_state and expand.\n")
+            "CPU is Mamba-1 (its Mamba-2 module needs the CUDA-only mamba_ssm), at the same width, depth, d_state and expand. "
+            "Not reduced (Drama's size); the machine's cores were shared with other jobs, so absolute rates are noisy.\n")
     if not args.no_write:
         cmd = "python -m mbrl.bench ssm " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
                                                       if k not in ("no_write", "no_peer", "overwrite"))
