@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from pathlib import Path
 
 from mbrl.bench.peers import ROOT
@@ -115,16 +114,6 @@ def build_core(size: str = "S", **overrides):
     return model
 
 
-def _best(fn, reps: int) -> float:
-    best = float("inf")
-    for i in range(reps + 1):
-        t = time.perf_counter()
-        fn()
-        if i:  # the first call is a warm-up
-            best = min(best, time.perf_counter() - t)
-    return best
-
-
 def _counted(fn) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -136,6 +125,7 @@ def _counted(fn) -> int:
 def ours(args) -> dict:
     import torch
 
+    from mbrl.bench.imagine import _best
     from mbrl.models.mamba import ssd_chunked
 
     model = build_core(args.size)
@@ -256,7 +246,7 @@ def run(args) -> int:
             f"e.g. mambapy's parallel scan, is not counted); the analytic forward count of our core (`core_flops`, formula in "
             f"mbrl/bench/ssm.py) is {o['fwd_formula'] / 1e9:.3f} GFLOP for the training batch. mambapy's pure-PyTorch model on "
             "CPU is Mamba-1 (its Mamba-2 module needs the CUDA-only mamba_ssm), at the same width, depth, d_state and expand. "
-            "Not reduced (Drama's size); the machine's cores were shared with other jobs, so absolute rates are noisy.\n")
+            f"{'Not reduced (Drama size, batch and length)' if (args.size, args.batch, args.length) == ('S', 16, 64) else 'Reduced from Drama size S x 16 x 64'}; the machine's cores were shared with other jobs, so absolute rates are noisy.\n")
     if not args.no_write:
         cmd = "python -m mbrl.bench ssm " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
                                                       if k not in ("no_write", "no_peer", "overwrite"))
