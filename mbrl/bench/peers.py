@@ -53,9 +53,13 @@ def peer_python(name: str) -> Path:
 def run_peer(name: str, script: str, *args: str, timeout: float | None = None) -> dict:
     """Run `script` (python source) with the peer's interpreter; it must print one JSON line last.
     Its stderr is passed through line by line (progress of long peer runs), its stdout is parsed."""
+    return run_python(peer_python(name), name, script, *args, timeout=timeout)
+
+
+def run_python(py: str | Path, name: str, script: str, *args: str, timeout: float | None = None) -> dict:
+    """`run_peer` with a given interpreter `py` (a venv made elsewhere); `name` labels its stderr."""
     import threading
 
-    py = peer_python(name)
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     proc = subprocess.Popen([str(py), "-c", script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd="/tmp")
