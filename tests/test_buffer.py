@@ -426,3 +426,72 @@ def test_parallel_gather_matches_serial():
     assert all(torch.equal(x[k], y[k]) for k in x)
     k = (frames[None] == x.obs[:, 0].numpy()[:, None]).all(axis=(2, 3, 4)).argmax(1)
     np.testing.assert_array_equal(x.obs.numpy(), frames[k[:, None] + np.arange(64)])  # consecutive stored frames
+
+
+# ---------------------------------------------------------------- Drama's dynamic frequency-based sampling
+def _dfs_buffer(tau, steps=40, n=2, seed=0):
+    buf, vec = ReplayBuffer(1000, OBS, ACT, num_envs=n, dfs_tau=tau, seed=seed), ToyVec(n, max_len=10**9)
+    for _ in range(steps):
+        buf.add(*vec.step())
+    return buf, vec
+
+
+def test_dfs_probabilities_follow_drama_rule():
+    """P(start) ∝ exp(-count / tau) over exactly the valid chunk starts of every stream."""
+    buf, _ = _dfs_buffer(2.0)
+    counts = np.random.default_rng(1).integers(0, 7, buf._sampled.shape)
+    buf._sampled[...] = counts
+    flat, p = buf.dfs_probabilities(5)
+    assert len(flat) == buf.num_chunks(5) == 2 * (40 - 5 + 1) and len(set(flat.tolist())) == len(flat)
+    w = np.exp(-counts.reshape(-1)[flat] / 2.0)
+    np.testing.assert_allclose(p, w / w.sum(), rtol=1e-12)
+    # the draws follow p (counts restored after each draw, so p stays fixed): per count value, 4 sigma
+    c = buf.stream_capacity
+    hits = np.zeros(len(flat))
+    where = {f: i for i, f in enumerate(flat.tolist())}
+    for _ in range(3000):
+        s = buf.sample_sequences(1, 5)
+        env, step = int(s.obs[0, 0, 0]), int(s.obs[0, 0, 3])
+        hits[where[env * c + step]] += 1
+        assert buf._sampled.sum() == counts.sum() + 1  # the start's count went up by one
+        buf._sampled[...] = counts
+    for v in np.unique(counts.reshape(-1)[flat]):
+        grp = counts.reshape(-1)[flat] == v
+        exp_p = p[grp].sum()
+        assert abs(hits[grp].sum() / 3000 - exp_p) < 4 * np.sqrt(exp_p * (1 - exp_p) / 3000), (v, hits[grp].sum() / 3000, exp_p)
+
+
+def test_dfs_evens_training_counts_and_favours_new_data():
+    """Drama's purpose: every start is trained on about equally often, and new data is drawn first."""
+    frac_new, spread = {}, {}
+    for tau in (0.0, 1.0):
+        buf, vec = _dfs_buffer(tau, steps=200, n=1)
+        g = np.concatenate([buf.sample_sequences(8, 10).obs[:, 0, 3].numpy() for _ in range(100)]).astype(int)
+        times = np.bincount(g, minlength=191)  # how often each of the 191 chunk starts was drawn
+        spread[tau] = float(times.std())
+        if tau:
+            assert (times == buf._sampled[0][:191]).all()
+        for _ in range(100):
+            buf.add(*vec.step())
+        g = np.concatenate([buf.sample_sequences(8, 10).obs[:, 0, 3].numpy() for _ in range(30)])
+        frac_new[tau] = float((g >= 200).mean())
+    assert frac_new[0.0] < 0.45 and frac_new[1.0] > 0.75, frac_new  # uniform: ~100/291 of the starts are new
+    assert spread[1.0] < 0.5 * spread[0.0], spread  # uniform: Poisson spread (std ~2 at mean 4.2)
+
+
+def test_dfs_counts_saved_and_loaded(tmp_path):
+    buf, _ = _dfs_buffer(10.0)
+    for _ in range(20):
+        buf.sample_sequences(4, 6)
+    buf.save(tmp_path / "b.npz")
+    back = ReplayBuffer.load(tmp_path / "b.npz")
+    assert back.dfs_tau == 10.0 and (back._sampled == buf._sampled).all() and buf._sampled.sum() == 80
+    torch.testing.assert_close(back.sample_sequences(4, 6).obs, buf.sample_sequences(4, 6).obs)
+    with pytest.raises(UserError, match="dfs_tau"):
+        ReplayBuffer(10, OBS, ACT, dfs_tau=-1)
+    from mbrl.algos.common import replay_sampling
+
+    assert replay_sampling({"sampling": "dfs", "dfs_tau": 10}, "algo=dreamer") == {"dfs_tau": 10.0}
+    assert replay_sampling({"sampling": "uniform"}, "algo=dreamer") == {}
+    with pytest.raises(UserError, match="valid: uniform, dfs"):
+        replay_sampling({"sampling": "drama"}, "algo=dreamer")

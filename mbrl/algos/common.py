@@ -52,10 +52,27 @@ def vector_obs_dim(space: gym.Space, who: str) -> int:
     raise UserError(f"{who} needs vector observations (a 1-D Box); this env gives {space}. Use a world model with an encoder (e.g. model=rssm algo=dreamer) for pixels.")
 
 
-def make_buffer(env, cfg: Any, capacity: int):
+def make_buffer(env, cfg: Any, capacity: int, **kw: Any):
     from mbrl.data import ReplayBuffer
 
-    return ReplayBuffer.for_env(env, capacity=int(capacity), seed=cfg.seed, device=resolve_device(cfg.get("device", "cpu")))
+    return ReplayBuffer.for_env(env, capacity=int(capacity), seed=cfg.seed, device=resolve_device(cfg.get("device", "cpu")), **kw)
+
+
+SAMPLINGS = ("uniform", "dfs")
+
+
+def replay_sampling(a: Any, who: str) -> dict:
+    """ReplayBuffer options for `algo.sampling` (uniform | dfs: Drama's dynamic frequency-based sampling
+    with temperature `algo.dfs_tau`)."""
+    kind = str(a.get("sampling", "uniform"))
+    if kind not in SAMPLINGS:
+        raise UserError(f"{who}: algo.sampling={kind!r}; valid: {', '.join(SAMPLINGS)}")
+    if kind == "uniform":
+        return {}
+    tau = float(a.get("dfs_tau", 10.0))
+    if not tau > 0:
+        raise UserError(f"{who}: algo.dfs_tau={tau}; valid: a float > 0 (Drama: 10)")
+    return {"dfs_tau": tau}
 
 
 def build_model(cfg: Any, spaces: Any, who: str):

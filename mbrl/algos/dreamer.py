@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mbrl.algos.base import Algorithm, LoopConfig
-from mbrl.algos.common import build_learner, build_model, loop_config, make_buffer, make_envs, to_dict
+from mbrl.algos.common import build_learner, build_model, loop_config, make_buffer, make_envs, replay_sampling, to_dict
 from mbrl.errors import UserError
 from mbrl.learners.actor_critic import ActorCritic
 from mbrl.models.base import Tracker, WorldModel
@@ -153,7 +153,7 @@ def from_config(cfg: Any, run_dir: Optional[str] = None) -> Dreamer:
     if lcfg.get("layers") is None:
         lcfg["layers"] = max(1, int(getattr(wm, "layers", 2)))
     ac = build_learner({"learner": lcfg}, wm.feat_dim, env.single_action_space, "algo=dreamer")
-    buffer = make_buffer(env, cfg, a.buffer_size)
+    buffer = make_buffer(env, cfg, a.buffer_size, **replay_sampling(a, "algo=dreamer"))
     loop = loop_config(cfg)
     B, L = int(a.batch_size), int(a.batch_length)
     # DreamerV3 train_ratio = replayed steps per env step -> gradient updates per env step

@@ -79,10 +79,16 @@ class ReplayBuffer:
             i.e. density ∝ a^(1/(1+r) - 1): newer data more likely, the more so the larger r.
         gather_threads: threads that copy a large sampled field (pixels, >= 1 MiB per batch) in parallel
             parts; 1 = on the calling thread. Use it where cores are free (sampling is memory-bound).
+        dfs_tau: 0 = `sample_sequences` draws chunk starts uniformly; tau > 0 = Drama's dynamic
+            frequency-based sampling (Wang et al. 2025, `replay_buffer.py` of realwenlongwang/drama): each
+            entry counts how often a sampled chunk started there, and starts are drawn without replacement
+            with P(start) ∝ exp(-count / tau), so data the world model has trained on less (new data above
+            all) is favoured while the model is still inaccurate. A rewritten entry's count restarts at 0.
+            Costs one pass over the counts of all chunk starts per batch.
     """
 
     def __init__(self, capacity: int, obs_space: Any, action_space: Any, num_envs: int = 1, seed: int = 0,
-                 device: str | torch.device = "cpu", recency: float = 0.0, gather_threads: int = 1):
+                 device: str | torch.device = "cpu", recency: float = 0.0, gather_threads: int = 1, dfs_tau: float = 0.0):
         num_envs, capacity = int(num_envs), int(capacity)
         if num_envs < 1:
             raise UserError(f"num_envs={num_envs} is invalid; expected an integer >= 1")
@@ -95,6 +101,9 @@ class ReplayBuffer:
         self.obs_space, self.action_space = obs_space, action_space
         self.device = torch.device(device)
         self.recency = float(recency)
+        if not dfs_tau >= 0:
+            raise UserError(f"dfs_tau={dfs_tau} is invalid; expected a float >= 0 (0 = uniform chunk starts, e.g. 10 = Drama's)")
+        self.dfs_tau = float(dfs_tau)
         if int(gather_threads) < 1:
             raise UserError(f"gather_threads={gather_threads} is invalid; expected an integer >= 1")
         self.gather_threads = int(gather_threads)
@@ -122,6 +131,8 @@ class ReplayBuffer:
         self._pos = np.zeros(n, dtype=np.int64)     # next write index per stream
         self._count = np.zeros(n, dtype=np.int64)   # stored entries per stream (<= stream_capacity)
         self._n_valid = 0                           # sampleable transitions (entries with has_action)
+        # dfs_tau > 0: how often a sampled sequence chunk started at each entry
+        self._sampled = np.zeros((n, c), dtype=np.int64) if self.dfs_tau > 0 else None
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
@@ -210,6 +221,8 @@ class ReplayBuffer:
         self._truncated[n, t] = truncated
         self._is_first[n, t] = is_first
         self._is_last[n, t] = is_last
+        if self._sampled is not None:
+            self._sampled[n, t] = 0
         self._n_valid += int(np.count_nonzero(has_action))
 
     def _advance(self, n: np.ndarray, written: np.ndarray) -> None:
@@ -429,9 +442,41 @@ class ReplayBuffer:
             raise UserError(f"sequence length {length} is longer than any stream's stored data (longest: {int(avail.max())} complete entries); add more data or sample shorter sequences")
         if batch_size > total:
             raise UserError(f"cannot sample batch_size={batch_size} sequences of length {length}: the buffer holds only {total} such chunks")
-        st, off = self._draw(starts, batch_size)
+        if self._sampled is not None:
+            st, off = self._draw_dfs(starts, batch_size)
+        else:
+            st, off = self._draw(starts, batch_size)
         t0 = self._pos[st] - self._count[st] + off
         return st[:, None] * c + (t0[:, None] + np.arange(length)) % c
+
+    def _chunk_start_entries(self, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every chunk start as (stream, offset from the stream's oldest entry), streams in order."""
+        st = np.repeat(np.arange(self.num_envs), starts)
+        first = np.cumsum(starts) - starts
+        return st, np.arange(len(st)) - first[st]
+
+    def dfs_probabilities(self, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """Drama's sampling distribution over the chunk starts of `length` now (needs dfs_tau > 0):
+        (flat entry index of each start [K], its probability [K]) with p ∝ exp(-count / dfs_tau)."""
+        if self._sampled is None:
+            raise UserError("dfs_probabilities needs a buffer built with dfs_tau > 0 (e.g. 10, Drama's)")
+        st, off = self._chunk_start_entries(self._chunk_starts(int(length))[1])
+        c = self.stream_capacity
+        flat = st * c + (self._pos[st] - self._count[st] + off) % c
+        score = -self._sampled.reshape(-1)[flat] / self.dfs_tau
+        w = np.exp(score - score.max()) if len(score) else score
+        return flat, w / w.sum()
+
+    def _draw_dfs(self, starts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        st, off = self._chunk_start_entries(starts)
+        c = self.stream_capacity
+        flat = st * c + (self._pos[st] - self._count[st] + off) % c
+        counts = self._sampled.reshape(-1)
+        score = -counts[flat] / self.dfs_tau
+        w = np.exp(score - score.max()) + 1e-300  # never exactly 0 (choice without replacement needs n > 0 weights)
+        pick = self.rng.choice(len(flat), size=n, replace=False, p=w / w.sum())
+        counts[flat[pick]] += 1
+        return st[pick], off[pick]
 
     def _chunk_starts(self, length: int) -> tuple[np.ndarray, np.ndarray]:
         """Per stream: complete entries (a running episode's newest entry has no action yet) and how many
@@ -454,12 +499,15 @@ class ReplayBuffer:
     # ------------------------------------------------------------------ state
     def _config(self) -> dict:
         return dict(capacity=self.capacity, obs_space=self.obs_space, action_space=self.action_space,
-                    num_envs=self.num_envs, seed=self.seed, recency=self.recency, gather_threads=self.gather_threads)
+                    num_envs=self.num_envs, seed=self.seed, recency=self.recency, gather_threads=self.gather_threads,
+                    dfs_tau=self.dfs_tau)
 
     def _arrays(self) -> dict[str, np.ndarray]:
         d = {f"obs{i}": v for i, v in enumerate(self._obs.values())}
         d.update(action=self._action, reward=self._reward, terminated=self._terminated, truncated=self._truncated,
                  is_first=self._is_first, is_last=self._is_last, has_action=self._has_action, pos=self._pos, count=self._count)
+        if self._sampled is not None:
+            d["sampled"] = self._sampled
         return d
 
     def state_dict(self) -> dict:
@@ -474,6 +522,9 @@ class ReplayBuffer:
                 raise UserError(f"state_dict has {key}={cfg.get(key)!r}; this buffer has {key}={mine[key]!r}")
         arrays = self._arrays()
         for k, dst in arrays.items():
+            if k == "sampled" and k not in state["arrays"]:  # saved without dfs_tau: counts start at 0
+                dst[...] = 0
+                continue
             src = np.asarray(state["arrays"][k])
             if src.shape != dst.shape or src.dtype != dst.dtype:
                 raise UserError(f"state_dict array {k!r} has shape {src.shape} dtype {src.dtype}; expected {dst.shape} {dst.dtype}")
@@ -511,7 +562,7 @@ class ReplayBuffer:
             meta = pickle.loads(z["__meta__"].tobytes())
             cfg = meta["config"]
             buf = cls(cfg["capacity"], cfg["obs_space"], cfg["action_space"], num_envs=cfg["num_envs"], seed=cfg["seed"],
-                      recency=cfg["recency"], gather_threads=cfg.get("gather_threads", 1),
+                      recency=cfg["recency"], gather_threads=cfg.get("gather_threads", 1), dfs_tau=cfg.get("dfs_tau", 0.0),
                       device=device if device is not None else "cpu")
             filled = int(meta.get("filled", buf.stream_capacity))
             for k, dst in buf._arrays().items():
