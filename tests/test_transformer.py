@@ -112,6 +112,46 @@ def test_kv_cache_imagination_equals_recomputation(window, horizon):
     assert not torch.allclose(m.hidden_states(z[:, K - 1:], a[:, K - 1:])[:, -1], h[:, -1], atol=1e-3)
 
 
+def test_cache_roll_and_attention_gradients():
+    """The cache roll's own backward (mbrl.models.transformer._roll_in) is the gradient of its definition,
+    and attention over [cache, new tokens] (scores joined, keys not) gives the outputs and the gradients
+    (inputs and parameters) of running the transformer over the whole sequence at once (fp32, 1e-5)."""
+    from mbrl.models.transformer import _roll_in
+
+    g = torch.Generator().manual_seed(0)
+    cache = torch.randn(2, 2, 5, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    new = torch.randn(2, 2, 1, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    torch.testing.assert_close(_roll_in(cache, new), torch.cat([cache[:, :, 1:], new], 2))
+    assert torch.autograd.gradcheck(_roll_in, (cache, new))
+    m = _model(context=16, window=16, imag_context=4).eval()
+    B, P, N, W = 3, 5, 4, m.width
+    xs = torch.randn(B, P + N, W, generator=g)
+    t = torch.arange(P + N)
+    causal = (t[:, None] >= t[None, :]).unsqueeze(0).expand(B, -1, -1)
+    dist = t[:, None] - t[None, :]
+
+    def grads(cached: bool):
+        x = xs.clone().requires_grad_(True)
+        if cached:
+            _, kp, vp = m._forward(x[:, :P], None, None, causal[:, :P, :P], dist[:P, :P])
+            h = m._forward(x[:, P:], kp, vp, causal[:, P:], dist[P:])[0]
+        else:
+            h = m._forward(x, None, None, causal, dist)[0][:, P:]
+        params = [p for p in m.parameters() if p.requires_grad]
+        gs = torch.autograd.grad((h * torch.linspace(-1, 1, W)).sum(), [x, *params], allow_unused=True)
+        return h, gs
+
+    h1, g1 = grads(True)
+    h2, g2 = grads(False)
+    torch.testing.assert_close(h1, h2, rtol=1e-5, atol=1e-5)
+    assert g1[0].abs().sum() > 0 and g1[0][:, :P].abs().sum() > 0  # gradients reach the cached tokens
+    for a, b in zip(g1, g2):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_is_first_masks_attention():
     """A sequence that spans two episodes gives the second the outputs it has when it starts the sequence."""
     m = _model(context=16, window=16)
