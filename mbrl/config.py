@@ -271,6 +271,10 @@ def check_values(cfg: Any, overrides: list[str]) -> None:
         for k, (kind, lo) in ALGO_VALUES.items():
             if k in algo and not OmegaConf.is_missing(algo, k):
                 algo[k] = _check_value(f"algo.{k}", algo[k], kind, lo)
+    from mbrl.utils.trackers import check as check_tracker
+
+    if "logger" in cfg:
+        cfg.logger = check_tracker(cfg.get("logger"))  # a bad name or a missing package: one line
     device = str(cfg.get("device") or "cpu")
     if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", device):
         raise UserError(f"device={device!r} is not a device; valid: {', '.join(DEVICES)}")

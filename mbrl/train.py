@@ -169,8 +169,13 @@ def run(cfg: Any) -> dict:
         print(f"resuming from {run_dir} at its last checkpoint", file=sys.stderr)
     sweeps.write_status(run_dir, "running")
     usr = sweeps.preemption_signal()  # under submitit: its preemption signal checkpoints too (then requeue)
-    with handle_signals((signal.SIGINT, signal.SIGTERM) + ((usr,) if usr else ())):
-        metrics = algo.run(resume=run_dir if resume else None)
+    try:
+        with handle_signals((signal.SIGINT, signal.SIGTERM) + ((usr,) if usr else ())):
+            metrics = algo.run(resume=run_dir if resume else None)
+    except Exception as e:  # noqa: BLE001 (recorded, then raised as before)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        sweeps.write_status(run_dir, "failed", error=(first if isinstance(e, UserError) else f"{type(e).__name__}: {first}"))
+        raise
     summary = ", ".join(f"{k}={v:.2f}" for k, v in metrics.items())
     sweeps.write_status(run_dir, "done", env_steps=int(algo.env_steps), updates=int(algo.updates), metrics=metrics)
     print(f"done: {algo.env_steps} env steps, {algo.updates} updates; {summary}")
