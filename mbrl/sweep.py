@@ -35,7 +35,7 @@ STATUS = "status.json"
 STATES = ("done", "running", "interrupted", "failed", "lost")
 #: overrides that do not change what a job computes (or name the sweep itself): left out of its dir name
 NAME_SKIP = {"sweep", "launcher", "run_dir", "resume", "progress", "threads", "device", "tensorboard", "checkpoint_minutes",
-             "logger", "group"}
+             "log_every", "logger", "group"}
 
 
 # ----- where a job runs ----------------------------------------------------------------------------
