@@ -134,6 +134,15 @@ def alive(st: dict) -> bool:
 
 
 # ----- preemption under submitit ---------------------------------------------------------------------
+PREEMPT_ENV = "SUBMITIT_PREEMPT_SIGNAL"
+
+
+def set_preemption_signal(default: str = "USR1") -> None:
+    """Make `default` submitit's preemption signal unless $SUBMITIT_PREEMPT_SIGNAL names one (submitit reads it
+    when imported: the launcher's `sbatch --signal=USR1@<signal_delay_s>` and its jobs' handlers agree)."""
+    os.environ.setdefault(PREEMPT_ENV, default)
+
+
 def preemption_signal() -> Optional[int]:
     """submitit's preemption signal when this process is a submitit job, else None."""
     if "submitit" not in sys.modules:  # the launcher imported it in the job; nothing to ask otherwise

@@ -295,8 +295,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     keep_freed_memory()  # freed tensors stay in the heap: no page faults for each step's large activations
     multirun = any(a in ("-m", "--multirun") for a in argv)
-    # submitit's preemption / time-limit signal (read when submitit is imported, by the launcher and its jobs)
-    os.environ.setdefault("SUBMITIT_PREEMPT_SIGNAL", "USR1")
+    from mbrl.sweep import set_preemption_signal
+
+    set_preemption_signal()  # submitit's preemption / time-limit signal: USR1 unless the user chose one
     if multirun and not os.environ.get(FAILURES_ENV):
         import tempfile
 

@@ -214,6 +214,54 @@ def test_launcher_and_logger_bad_input(tmp_path, capsys):
         "algo.lr=3e-4,env=dmc-cartpole-swingup,seed=4"
 
 
+def test_submitit_slurm_keys_make_the_sbatch_script(tmp_path):
+    """The keys of configs/launcher/submitit_slurm.yaml are submitit's SLURM parameters and give the sbatch lines they
+    say, in the script submitit writes for sbatch (SLURM itself is not on these machines, so nothing is submitted): the
+    params go to submitit's AutoExecutor the way hydra-submitit's launcher passes them, in a fresh process where
+    mbrl's preemption signal (USR1) is set before submitit is imported, as in `mbrl.train.main`."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose as hcompose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from mbrl.config import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = hcompose("config", ["sweep=smoke", "launcher=submitit_slurm", "hydra.launcher.partition=gpu",
+                                  "hydra.launcher.array_parallelism=3", "hydra.launcher.timeout_min=90"], return_hydra_config=True)
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    assert params["_target_"].endswith("SlurmLauncher")
+    code = f"""
+import json, sys
+from mbrl.sweep import set_preemption_signal
+set_preemption_signal()  # as mbrl.train.main does, before anything imports submitit
+import submitit
+from omegaconf import OmegaConf
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+params = json.loads(sys.argv[1])
+base = set(OmegaConf.structured(BaseQueueConf).keys())
+ex = submitit.AutoExecutor(cluster="slurm", folder=sys.argv[2], slurm_max_num_timeout=params.pop("max_num_timeout"))
+params = {{k if k in base else "slurm_" + k: v for k, v in params.items() if k not in ("submitit_folder", "_target_")}}
+params["name"] = "mbrl"
+ex.update_parameters(**params)
+ex._executor.parameters["map_count"] = 4
+print(ex._executor._make_submission_file_text("python -m x", "uid"))
+"""
+    # submitit refuses to build a SLURM executor unless `srun` is on PATH: an empty one there (never run)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "srun").chmod(0o755)
+    env = _env()
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("SUBMITIT_PREEMPT_SIGNAL", None)
+    res = subprocess.run([sys.executable, "-c", code, json.dumps(params), str(tmp_path)], capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0, res.stderr[-2000:]
+    text = res.stdout
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32GB",
+                 "#SBATCH --time=90", "#SBATCH --array=0-3%3", "#SBATCH --signal=USR1@120"):
+        assert line in text, (line, text)
+
+
 def test_report_bad_input(cli, tmp_path):
     res = cli("mbrl.report", str(tmp_path / "nope"))
     assert res.returncode == 2 and res.stderr.strip().startswith("error:") and len(res.stderr.strip().splitlines()) == 1
