@@ -32,7 +32,7 @@ from typing import Any, Optional
 from mbrl.errors import UserError
 
 STATUS = "status.json"
-STATES = ("done", "running", "interrupted", "failed", "lost")
+STATES = ("done", "running", "interrupted", "failed", "lost", "unknown")
 #: overrides that do not change what a job computes (or name the sweep itself): left out of its dir name
 NAME_SKIP = {"sweep", "launcher", "run_dir", "resume", "progress", "threads", "device", "tensorboard", "checkpoint_minutes",
              "log_every", "logger", "group"}
@@ -109,7 +109,7 @@ def write_status(run_dir: Path, state: str, **fields: Any) -> None:
         st.setdefault("started", time.strftime("%Y-%m-%d %H:%M:%S"))
         st.pop("error", None)
     st.update(state=state, pid=os.getpid(), host=socket.gethostname(), updated=time.strftime("%Y-%m-%d %H:%M:%S"))
-    job = os.environ.get("SUBMITIT_LOCAL_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    job = _job_id()
     if job:
         st["job_id"] = job
     for k, v in fields.items():
@@ -117,10 +117,17 @@ def write_status(run_dir: Path, state: str, **fields: Any) -> None:
     atomic_write(run_dir / STATUS, lambda p: p.write_text(json.dumps(st, indent=1) + "\n"))
 
 
+def _job_id() -> Optional[str]:
+    return os.environ.get("SUBMITIT_LOCAL_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+
+
 def alive(st: dict) -> bool:
-    """Whether a `running` status belongs to a live process other than this one (on this host; on another
-    host it is taken as alive)."""
+    """Whether a `running` status belongs to a live process other than this one: on this host, its pid is
+    alive; on another host it is taken as alive, unless it is this job's own earlier attempt (a requeued
+    SLURM job keeps its job id)."""
     if st.get("state") != "running" or not st.get("pid") or int(st["pid"]) == os.getpid():
+        return False
+    if st.get("job_id") and st.get("job_id") == _job_id():
         return False
     if st.get("host") != socket.gethostname():
         return True
@@ -198,8 +205,8 @@ def job_dirs(root: Path) -> list[Path]:
 
 
 def summarize(root: Path) -> list[dict]:
-    """One row per run dir under `root`: name, state (done / running / interrupted / failed / lost), step of
-    steps, attempts, error line."""
+    """One row per run dir under `root`: name, state (done / running / interrupted / failed / lost: `running`
+    but its process is gone / unknown: no status.json), step of steps, attempts, error line."""
     from omegaconf import OmegaConf
 
     root = Path(root)
@@ -208,8 +215,8 @@ def summarize(root: Path) -> list[dict]:
     rows = []
     for d in job_dirs(root):
         st = read_status(d)
-        state = st.get("state") or ("done" if (d / "checkpoints").is_dir() and not (d / "metrics.csv").is_file() else "running")
-        if state == "running" and not alive(st) and st:
+        state = st.get("state") or "unknown"  # no status.json: a run dir from outside a sweep, or an older one
+        if state == "running" and not alive(st):
             state = "lost"  # its process is gone without a word (killed): a re-run resumes it
         steps = None
         if (d / "config.yaml").is_file():

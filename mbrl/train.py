@@ -120,9 +120,8 @@ def run(cfg: Any) -> dict:
     import torch
     from omegaconf import OmegaConf
 
-    from mbrl.utils.stop import handle_signals
-
     from mbrl import sweep as sweeps
+    from mbrl.utils.stop import Interrupted, handle_signals
 
     overrides = _user_overrides()
     resume = cfg.get("resume")
@@ -133,7 +132,8 @@ def run(cfg: Any) -> dict:
             print(f"skipped {job_dir}: finished ({state.get('env_steps')} env steps)", file=sys.stderr)
             return dict(state.get("metrics") or {})
         if sweeps.alive(state):
-            print(f"skipped {job_dir}: running in process {state.get('pid')} on {state.get('host')}", file=sys.stderr)
+            print(f"skipped {job_dir}: running in process {state.get('pid')} on {state.get('host')} (if it is not, delete its "
+                  f"status.json)", file=sys.stderr)
             return {}
         if (job_dir / "checkpoints").is_dir() and any((job_dir / "checkpoints").glob("*.pt")) and (job_dir / "config.yaml").is_file():
             resume = str(job_dir)  # an unfinished job of an earlier sweep (or this one, requeued): continue it
@@ -172,6 +172,8 @@ def run(cfg: Any) -> dict:
     try:
         with handle_signals((signal.SIGINT, signal.SIGTERM) + ((usr,) if usr else ())):
             metrics = algo.run(resume=run_dir if resume else None)
+    except Interrupted:
+        raise  # recorded as `interrupted` by the CLI
     except Exception as e:  # noqa: BLE001 (recorded, then raised as before)
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         sweeps.write_status(run_dir, "failed", error=(first if isinstance(e, UserError) else f"{type(e).__name__}: {first}"))

@@ -123,7 +123,7 @@ def test_joblib_sweep_rerun_status_and_report(joblib_sweep, cli):
     assert all(rows[n]["state"] == "done" and rows[n]["step"] == 250 for n in NAMES)
     assert all(rows[n]["state"] == "failed" and "continuous actions" in rows[n]["error"] for n in CHAIN), rows
     res = cli("mbrl.sweep", str(root))
-    assert res.returncode == 1 and "6 runs: 4 done, 0 running, 0 interrupted, 2 failed, 0 lost" in res.stdout, res.stdout + res.stderr
+    assert res.returncode == 1 and "6 runs: 4 done, 0 running, 0 interrupted, 2 failed, 0 lost, 0 unknown" in res.stdout, res.stdout + res.stderr
     bad = next(line for line in res.stdout.splitlines() if CHAIN[0] in line)
     assert "failed" in bad and "continuous actions" in bad.split("failed", 1)[1], bad  # the error line, not just a state
 
@@ -260,6 +260,24 @@ print(ex._executor._make_submission_file_text("python -m x", "uid"))
     for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32GB",
                  "#SBATCH --time=90", "#SBATCH --array=0-3%3", "#SBATCH --signal=USR1@120"):
         assert line in text, (line, text)
+
+
+def test_status_of_killed_and_unknown_runs(tmp_path, monkeypatch):
+    """A `running` status whose process is gone reads `lost` (a re-run resumes it); one whose process lives is
+    `running` and a re-run leaves it alone; a dir without status.json is `unknown`."""
+    from mbrl import sweep
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    for name, pid in (("env=a,seed=0", int(gone)), ("env=b,seed=0", os.getppid())):
+        monkeypatch.setattr(os, "getpid", lambda pid=pid: pid)
+        sweep.write_status(tmp_path / name, "running")
+    monkeypatch.undo()
+    (tmp_path / "env=c,seed=0").mkdir()
+    (tmp_path / "env=c,seed=0" / "config.yaml").write_text("env: toy/point\nsteps: 10\n")
+    rows = {r["run"]: r for r in sweep.summarize(tmp_path)}
+    assert {k: r["state"] for k, r in rows.items()} == {"env=a,seed=0": "lost", "env=b,seed=0": "running", "env=c,seed=0": "unknown"}
+    assert rows["env=a,seed=0"]["attempts"] == 1 and rows["env=c,seed=0"]["steps"] == 10
+    assert not sweep.alive(sweep.read_status(tmp_path / "env=a,seed=0")) and sweep.alive(sweep.read_status(tmp_path / "env=b,seed=0"))
 
 
 def test_report_bad_input(cli, tmp_path):
