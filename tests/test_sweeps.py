@@ -1,9 +1,11 @@
 """Sweeps end to end, with the real launchers and trackers: `sweep=smoke` (2 tasks x 2 seeds, fewer steps than
-the preset) with `launcher=joblib` (2 workers, logger=mlflow) and with `launcher=submitit_local` (logger=wandb),
-one of whose jobs is sent SIGUSR1 mid-training: it checkpoints, submitit requeues it and it resumes to the
-same counters and evaluations as the uninterrupted joblib run. Then `python -m mbrl.report` (tables, PNGs,
-the published baseline rows), `python -m mbrl.sweep` (status), a re-run that skips the finished jobs, and the
-trackers' scalars read back from the wandb offline files and the mlflow store against tensorboard's."""
+the preset) with `launcher=joblib` (2 workers, logger=mlflow), then a re-run (skips the finished jobs, records a
+failing one), `python -m mbrl.sweep` and `python -m mbrl.report` (tables, PNGs, the published baseline rows);
+and with `launcher=submitit_local` (logger=wandb), one of whose jobs is sent SIGUSR1 mid-training: it
+checkpoints, submitit requeues it and it resumes to the counters, evaluations and episode returns of an
+uninterrupted run. The trackers' scalars are read back (wandb's offline files, the mlflow store) and compared
+with tensorboard's. Each fixture serves one test, so `pytest -n 2` runs each sweep once.
+"""
 from __future__ import annotations
 
 import csv
@@ -90,10 +92,6 @@ def submitit_sweep(tmp_path_factory):
     return cwd
 
 
-def _eval_rows(run: Path) -> list[tuple[int, str]]:
-    return [(int(r["step"]), r["value"]) for r in csv.DictReader(open(run / "metrics.csv")) if r["key"] == "eval/return"]
-
-
 def test_joblib_sweep_rerun_status_and_report(joblib_sweep, cli):
     """joblib: one dir per job named by its swept keys and seed; a second run of the sweep (here with the basic
     launcher, and a task SAC cannot learn added) skips the 3 finished jobs, runs the one whose dir was removed and
@@ -108,6 +106,18 @@ def test_joblib_sweep_rerun_status_and_report(joblib_sweep, cli):
         assert st["state"] == "done" and st["env_steps"] == 250 and st["attempts"] == 1, (name, st)
     # joblib ran 2 jobs at once: two worker processes
     assert len({json.loads((root / n / "status.json").read_text())["pid"] for n in NAMES}) == 2
+    # logger=mlflow: each run's file store holds exactly tensorboard's scalars, in the sweep's experiment
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from mbrl.utils.trackers import read_mlflow, read_tensorboard
+
+    for name in NAMES:
+        run = root / name
+        _same(read_mlflow(run), read_tensorboard(run))
+        client = MlflowClient(tracking_uri=(run / "mlruns").resolve().as_uri())
+        assert client.get_run((run / "mlflow_run_id.txt").read_text().strip()).info.experiment_id == \
+            client.get_experiment_by_name("smoke").experiment_id  # grouped by the sweep preset
     before = {n: (root / n / "metrics.csv").stat().st_mtime_ns for n in NAMES}
     shutil.rmtree(root / NAMES[3])
     res = cli("mbrl.train", "--multirun", "sweep=smoke", "env=toy/point,dmc/cartpole-swingup,toy/chain", *SHORT, cwd=joblib_sweep, timeout=300)
@@ -148,21 +158,6 @@ def test_joblib_sweep_rerun_status_and_report(joblib_sweep, cli):
     assert all(n in failed for n in CHAIN) and "continuous actions" in failed
 
 
-def test_submitit_preempted_job_requeues_and_resumes(submitit_sweep, joblib_sweep):
-    root = _sweep_dir(submitit_sweep)
-    assert sorted(p.name for p in root.iterdir()) == NAMES
-    st = json.loads((root / PREEMPTED / "status.json").read_text())
-    assert st["state"] == "done" and st["attempts"] == 2, st  # preempted once, requeued, finished
-    others = [json.loads((root / n / "status.json").read_text()) for n in NAMES if n != PREEMPTED]
-    assert all(o["state"] == "done" and o["attempts"] == 1 for o in others)
-    logs = "".join(p.read_text() for p in (submitit_sweep / "runs" / ".multirun").rglob(f"{st['job_id']}_0_log.err"))
-    assert "SIGUSR1" in logs and "preempted" in logs, logs[-2000:]
-    # the same counters and the same evaluations as the uninterrupted run of the same job (joblib's)
-    ref = json.loads((_sweep_dir(joblib_sweep) / PREEMPTED / "status.json").read_text())
-    assert (st["env_steps"], st["updates"]) == (ref["env_steps"], ref["updates"]) == (250, 150)
-    assert _eval_rows(root / PREEMPTED) == _eval_rows(_sweep_dir(joblib_sweep) / PREEMPTED)
-
-
 def _same(a: dict, b: dict) -> None:
     assert sorted(a) == sorted(b)
     for k in a:
@@ -170,28 +165,61 @@ def _same(a: dict, b: dict) -> None:
         assert all(math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-6) for (_, x), (_, y) in zip(a[k], b[k])), k
 
 
-def test_trackers_write_the_tensorboard_scalars(joblib_sweep, submitit_sweep):
-    """wandb (offline files, a preempted run's two attempts) and mlflow (file store) hold exactly the
-    scalars tensorboard holds, at the same steps; the runs are grouped by the sweep's name."""
+def _uninterrupted(tmp_path: Path) -> Path:
+    """The preempted job's run, straight through, in this process (the CLI's composition and build)."""
+    from mbrl.config import check_values, compose
+    from mbrl.train import build
+
+    overrides = ["sweep=smoke", "env=toy/point", "seed=0", *SHORT]
+    cfg = compose(overrides)
+    check_values(cfg, overrides)
+    run = tmp_path / "straight"
+    run.mkdir()
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(cfg.threads))  # as mbrl.train.run does (the preset: 1)
+    try:
+        build(cfg, run).run()
+    finally:
+        torch.set_num_threads(threads)
+    return run
+
+
+def _rows(run: Path, key: str) -> list[tuple[int, str]]:
+    return [(int(r["step"]), r["value"]) for r in csv.DictReader(open(run / "metrics.csv")) if r["key"] == key]
+
+
+def test_submitit_preempted_job_requeues_and_resumes(submitit_sweep, tmp_path):
+    """submitit_local: the job sent SIGUSR1 checkpointed, was requeued by submitit and resumed to the counters,
+    evaluations and episode returns of an uninterrupted run; every job's wandb offline files (the preempted
+    one: one per attempt) hold exactly tensorboard's scalars, grouped under the sweep's name."""
+    root = _sweep_dir(submitit_sweep)
+    assert sorted(p.name for p in root.iterdir()) == NAMES
+    st = json.loads((root / PREEMPTED / "status.json").read_text())
+    assert st["state"] == "done" and st["attempts"] == 2, st  # preempted once, requeued, finished
+    others = [json.loads((root / n / "status.json").read_text()) for n in NAMES if n != PREEMPTED]
+    assert all(o["state"] == "done" and o["attempts"] == 1 for o in others)
+    logs = "".join(p.read_text() for p in (submitit_sweep / "runs" / ".multirun").rglob(f"{st['job_id']}_0_log.err"))
+    assert "SIGUSR1" in logs and "preempted" in logs and "resuming from" in logs, logs[-2000:]
+    straight = _uninterrupted(tmp_path)
+    import torch
+
+    counters = torch.load(straight / "checkpoints" / "latest.pt", weights_only=False)["counters"]
+    assert (st["env_steps"], st["updates"]) == (counters["env_steps"], counters["updates"]) == (250, 150)
+    for key in ("eval/return", "train/return"):
+        assert _rows(root / PREEMPTED, key) == _rows(straight, key), key
+
     pytest.importorskip("wandb")
-    pytest.importorskip("mlflow")
-    from mlflow.tracking import MlflowClient
+    from mbrl.utils.trackers import read_tensorboard, read_wandb_offline
 
-    from mbrl.utils.trackers import read_mlflow, read_tensorboard, read_wandb_offline
-
-    for name in (PREEMPTED, NAMES[0]):
-        run = _sweep_dir(submitit_sweep) / name
+    for name in NAMES:
+        run = root / name
         tb = read_tensorboard(run)
         assert {"eval/return", "sac/critic_loss"} | ({"train/return"} if "toy" in name else set()) <= set(tb), sorted(tb)
         _same(read_wandb_offline(run), tb)
-    assert len(list((_sweep_dir(submitit_sweep) / PREEMPTED).glob("wandb/offline-run-*"))) == 2  # one per attempt
-    for name in NAMES:
-        run = _sweep_dir(joblib_sweep) / name
-        if not (run / "mlflow_run_id.txt").is_file():
-            continue  # the re-run test re-made one of them without a tracker
-        _same(read_mlflow(run), read_tensorboard(run))
-        client = MlflowClient(tracking_uri=(run / "mlruns").resolve().as_uri())
-        assert client.get_experiment_by_name("smoke") is not None  # grouped by the sweep preset
+    assert len(list((root / PREEMPTED).glob("wandb/offline-run-*"))) == 2  # one per attempt, the same run id
+    assert all("group: smoke" in (root / n / "config.yaml").read_text() for n in NAMES)
 
 
 def test_launcher_and_logger_bad_input(tmp_path, capsys):
