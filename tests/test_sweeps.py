@@ -92,7 +92,7 @@ def submitit_sweep(tmp_path_factory):
     return cwd
 
 
-def test_joblib_sweep_rerun_status_and_report(joblib_sweep, cli):
+def test_joblib_sweep_rerun_status_and_report(joblib_sweep, cli, capsys):
     """joblib: one dir per job named by its swept keys and seed; a second run of the sweep (here with the basic
     launcher, and a task SAC cannot learn added) skips the 3 finished jobs, runs the one whose dir was removed and
     records the failing jobs with their error line; `mbrl.sweep` and `mbrl.report` list them; the report has its
@@ -132,15 +132,18 @@ def test_joblib_sweep_rerun_status_and_report(joblib_sweep, cli):
     assert sorted(rows) == sorted(NAMES + CHAIN)
     assert all(rows[n]["state"] == "done" and rows[n]["step"] == 250 for n in NAMES)
     assert all(rows[n]["state"] == "failed" and "continuous actions" in rows[n]["error"] for n in CHAIN), rows
-    res = cli("mbrl.sweep", str(root))
-    assert res.returncode == 1 and "6 runs: 4 done, 0 running, 0 interrupted, 2 failed, 0 lost, 0 unknown" in res.stdout, res.stdout + res.stderr
-    bad = next(line for line in res.stdout.splitlines() if CHAIN[0] in line)
+    from mbrl import report
+
+    capsys.readouterr()
+    assert sweep.main([str(root)]) == 1  # python -m mbrl.sweep: exit 1 when a run failed
+    text = capsys.readouterr().out
+    assert "6 runs: 4 done, 0 running, 0 interrupted, 2 failed, 0 lost, 0 unknown" in text, text
+    bad = next(line for line in text.splitlines() if CHAIN[0] in line)
     assert "failed" in bad and "continuous actions" in bad.split("failed", 1)[1], bad  # the error line, not just a state
 
     out = joblib_sweep / "report"
-    res = cli("mbrl.report", str(root), "--out", str(out), "--reps", "200")
-    assert res.returncode == 0, res.stderr
-    assert "reading runs: 6/6" in res.stderr
+    assert report.main([str(root), "--out", str(out), "--reps", "200"]) == 0  # python -m mbrl.report
+    assert "reading runs: 6/6" in capsys.readouterr().err
     md = (out / "report.md").read_text()
     for png in ("curves_toy_point.png", "curves_dmc_cartpole-swingup.png", "aggregates_dmc.png", "profiles_dmc.png"):
         assert (out / png).stat().st_size > 5000, png
