@@ -303,7 +303,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     if multirun and not os.environ.get(FAILURES_ENV):
         import tempfile
 
-        fd, failures = tempfile.mkstemp(prefix="mbrl-sweep-failures-", suffix=".jsonl")
+        # beside hydra's multirun dirs (runs/.multirun/, under the working dir), not in /tmp: SLURM jobs on other
+        # nodes share the working dir, so their failures reach this process's list too
+        shared = Path("runs") / ".multirun"
+        shared.mkdir(parents=True, exist_ok=True)
+        fd, failures = tempfile.mkstemp(prefix="mbrl-sweep-failures-", suffix=".jsonl", dir=str(shared.resolve()))
         os.close(fd)
         os.environ[FAILURES_ENV] = failures  # inherited by launcher processes (joblib, submitit_local)
     _hydra_entry()
