@@ -38,6 +38,7 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 
 from mbrl.errors import UserError
+from mbrl.sweep import NOT_RUNS
 
 BASELINES_DIR = Path(__file__).resolve().parent / "baselines"
 # the aggregate scale of a normalised score: hns and raw are used as they are, d4rl / 100, dmc / 1000
@@ -134,7 +135,7 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
         for marker in ("config.yaml", "status.json"):
             if (p / marker).is_file():
                 out.add(p)
-            out.update(c.parent for c in p.rglob(marker) if ".multirun" not in c.parts and "checkpoints" not in c.parts)
+            out.update(c.parent for c in p.rglob(marker) if not NOT_RUNS & set(c.relative_to(p).parts))
     return sorted(out)
 
 

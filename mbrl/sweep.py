@@ -32,6 +32,8 @@ from typing import Any, Optional
 from mbrl.errors import UserError
 
 STATUS = "status.json"
+#: folders inside a run dir or a sweep that are not runs (hydra's multirun records, checkpoints, trackers' stores)
+NOT_RUNS = {".multirun", "checkpoints", "tb", "wandb", "mlruns"}
 STATES = ("done", "running", "interrupted", "failed", "lost", "unknown")
 #: overrides that do not change what a job computes (or name the sweep itself): left out of its dir name
 NAME_SKIP = {"sweep", "launcher", "run_dir", "resume", "progress", "threads", "device", "tensorboard", "checkpoint_minutes",
@@ -200,7 +202,7 @@ def job_dirs(root: Path) -> list[Path]:
     for marker in (STATUS, "config.yaml"):
         if (root / marker).is_file():
             out.add(root)
-        out.update(p.parent for p in root.rglob(marker) if ".multirun" not in p.parts and "checkpoints" not in p.parts)
+        out.update(p.parent for p in root.rglob(marker) if not NOT_RUNS & set(p.relative_to(root).parts))
     return sorted(out)
 
 
