@@ -3,7 +3,8 @@
     cfg = mbrl.config.compose(["env=toy/point", "model=rssm", "algo=pets"])   # as the CLI does
     algo = mbrl.train.build(cfg)
 
-Groups: `model` (backbones), `algo`, `planner`, `learner`, `sweep`. An algo config composes shared
+Groups: `model` (backbones), `algo`, `planner`, `learner`, `sweep` (task x seed presets), `launcher`
+(how a --multirun runs its jobs: hydra launcher plugins, optional extras). An algo config composes shared
 blocks with hydra defaults lists (`configs/algo/_shared/*.yaml`: the model fit, the offline and the
 model-based offline keys) and names what it uses:
 - `uses: [model, planner, learner]` — the groups it builds; naming another (`model=rssm algo=sac`) is
@@ -30,7 +31,9 @@ from mbrl.errors import UserError
 from mbrl.paths import config_dir
 
 CONFIG_DIR: Path = config_dir()
-GROUPS = ("model", "algo", "planner", "learner", "sweep")
+GROUPS = ("model", "algo", "planner", "learner", "sweep", "launcher")
+#: groups that set top-level and hydra keys (`# @package _global_`), not keys of their own
+GLOBAL_GROUPS = ("sweep", "launcher")
 #: groups an algo may use, in the order they are implied
 USES = ("model", "planner", "learner")
 NONE = ("null", "none", "None")
@@ -141,6 +144,8 @@ def validate_overrides(argv: list[str]) -> list[str]:
             for name in names:
                 if name not in NONE:
                     _check_option(key, name)
+                    if key == "launcher":
+                        check_launcher(name)
             chosen[key] = [n for n in names if n not in NONE]
     # every combination of the named options, with what each implies
     combos: list[dict[str, Optional[str]]] = [{}]
@@ -151,7 +156,7 @@ def validate_overrides(argv: list[str]) -> list[str]:
         check_uses(c)
     extra = []
     for head in GROUPS:
-        if chosen.get(head) or head == "sweep":
+        if chosen.get(head) or head in GLOBAL_GROUPS:
             continue
         names = sorted({c[head] for c in combos if c.get(head)})
         if any(k.startswith(head + ".") for k, _ in pairs) and names:
@@ -163,7 +168,10 @@ def validate_overrides(argv: list[str]) -> list[str]:
         if key == "env" and _is_simple_list(value):
             for name in value.split(","):
                 check_env_name(name.strip())
-        if head in GROUPS and head != "sweep" and "." in key:
+        if head in GLOBAL_GROUPS and "." in key:
+            where = "hydra.launcher.<key>" if head == "launcher" else "the top-level keys it sets (e.g. steps=, env=, seed=)"
+            raise UserError(f"{key!r}: {head} has no keys of its own; set {where} instead")
+        if head in GROUPS and head not in GLOBAL_GROUPS and "." in key:
             names = chosen.get(head, [])
             if not names:
                 raise UserError(f"{key!r} sets a {head} key, but no {head} is named or implied; add {head}=<name> (valid: {', '.join(group_options(head))})")
@@ -178,6 +186,22 @@ def validate_overrides(argv: list[str]) -> list[str]:
         elif head in top and "." in key and head != "env_kwargs":
             raise UserError(f"{head!r} is not a group of keys; use {head}=<value>")
     return extra
+
+
+#: launcher option -> (the hydra plugin module it needs, its package, the mbrl extra that installs it)
+LAUNCHER_PLUGINS = {"joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher", "joblib"),
+                    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher", "slurm"),
+                    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher", "slurm"),
+                    "ray": ("hydra_plugins.hydra_ray_launcher", "hydra-ray-launcher", "ray")}
+
+
+def check_launcher(name: str) -> None:
+    """A launcher whose hydra plugin is not installed fails with one line naming the extra to install."""
+    import importlib.util
+
+    need = LAUNCHER_PLUGINS.get(name)
+    if need and importlib.util.find_spec(need[0]) is None:
+        raise UserError(f"launcher={name} needs the {need[1]} package: pip install 'mbrl[{need[2]}]'")
 
 
 def check_env_name(name: str) -> None:
@@ -247,6 +271,10 @@ def check_values(cfg: Any, overrides: list[str]) -> None:
         for k, (kind, lo) in ALGO_VALUES.items():
             if k in algo and not OmegaConf.is_missing(algo, k):
                 algo[k] = _check_value(f"algo.{k}", algo[k], kind, lo)
+    from mbrl.utils.trackers import check as check_tracker
+
+    if "logger" in cfg:
+        cfg.logger = check_tracker(cfg.get("logger"))  # a bad name or a missing package: one line
     device = str(cfg.get("device") or "cpu")
     if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", device):
         raise UserError(f"device={device!r} is not a device; valid: {', '.join(DEVICES)}")

@@ -14,7 +14,8 @@ Reads every run directory (config.yaml + metrics.csv) under the given paths and 
 
 Scoring: Atari100k as DreamerV3 does (the mean of the training episode returns logged in the last 10k
 of the 400k frames, `envs/scores.py window_score`), human-normalised; D4RL datasets D4RL-normalised
-(0-100, aggregated as /100); DMC raw (aggregated as /1000, as rliable's DMC examples); other tasks
+(0-100, aggregated as /100; the published D4RL tables of OfflineRL-Kit and CORL, `mbrl/baselines/d4rl.csv`,
+are mean ± std of normalised scores and sit beside the runs of the same dataset, any version); DMC raw (aggregated as /1000, as rliable's DMC examples); other tasks
 (toy, gym) raw, aggregated on the raw scale. Everything else: the run's last evaluation return.
 
 The statistics follow Agarwal et al. 2021 ("Deep RL at the edge of the statistical precipice") and
@@ -37,6 +38,7 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 
 from mbrl.errors import UserError
+from mbrl.sweep import NOT_RUNS
 
 BASELINES_DIR = Path(__file__).resolve().parent / "baselines"
 # the aggregate scale of a normalised score: hns and raw are used as they are, d4rl / 100, dmc / 1000
@@ -133,7 +135,7 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
         for marker in ("config.yaml", "status.json"):
             if (p / marker).is_file():
                 out.add(p)
-            out.update(c.parent for c in p.rglob(marker) if ".multirun" not in c.parts and "checkpoints" not in c.parts)
+            out.update(c.parent for c in p.rglob(marker) if not NOT_RUNS & set(c.relative_to(p).parts))
     return sorted(out)
 
 
@@ -195,6 +197,9 @@ def read_run(path: Path) -> Run:
     if status.get("state") == "failed":
         run.error = status.get("error") or "failed"
         return run
+    if status.get("state") in ("running", "interrupted"):  # a sweep's job that has not finished (mbrl.sweep)
+        run.error = f"unfinished ({status['state']}{', ' + status['error'] if status.get('error') else ''})"
+        return run
     if not (path / "metrics.csv").is_file():
         run.error = status.get("error") or "no metrics.csv (not started, or failed before training)"
         return run
@@ -238,21 +243,39 @@ def load_baselines() -> list[dict]:
                     env, frames = r["env"], int(float(r.get("frames") or 0))
                 rows.append({"method": r["method"] + (" (vision)" if r.get("benchmark") == "dmc_vision" else ""),
                              "env": env, "seed": r.get("seed", "0"), "score": float(r["score"]),
-                             "frames": frames, "source": r["source"], "pixels": r.get("benchmark") == "dmc_vision"})
+                             "frames": frames, "source": r["source"], "pixels": r.get("benchmark") == "dmc_vision",
+                             # d4rl.csv: published summaries (mean ± std over seeds), already D4RL-normalised
+                             "std": float(r["std"]) if r.get("std") else None, "seeds": r.get("seeds") or "",
+                             "normalized": f.stem == "d4rl"})
     return rows
+
+
+def _same_task(a: str, b: str) -> bool:
+    """Whether a baseline's env is the run's: D4RL datasets match by name without version
+    (`d4rl/hopper-medium-replay-v5` here, D4RL's `-v2` in the published tables)."""
+    if a.startswith("d4rl/") and b.startswith("d4rl/"):
+        from mbrl.config import dataset_key
+
+        return dataset_key(a) == dataset_key(b)
+    return a == b
 
 
 def baselines_for(env: str, frames: int, pixels: bool, table: list[dict]) -> dict[str, tuple[int, list[float], str]]:
     """method -> (frames, per-seed scores, source) for `env`, at the budget nearest `frames`."""
     by: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in table:
-        if r["env"] == env and (not env.startswith("dmc/") or r["pixels"] == pixels):
+        if _same_task(r["env"], env) and (not env.startswith("dmc/") or r["pixels"] == pixels):
             by[r["method"]][r["frames"]].append(r)
     out = {}
     for m, per in by.items():
         f = min(per, key=lambda k: (abs(math.log(max(k, 1) / max(frames, 1))), -k))
         out[m] = (f, [r["score"] for r in per[f]], per[f][0]["source"])
     return out
+
+
+def published_summary(env: str, method: str, table: list[dict]) -> Optional[dict]:
+    """The row of a published summary (mean ± std, already normalised: d4rl.csv) for `env`, else None."""
+    return next((r for r in table if r["method"] == method and r["normalized"] and _same_task(r["env"], env)), None)
 
 
 # ----- the report ---------------------------------------------------------------------------------
@@ -313,6 +336,13 @@ def make_report(paths: list[Path], out: Path, reps: int = 2000, seed: int = 0, p
         frames = max(r.steps for r in rs0) * rs0[0].action_repeat
         pixels = any(bool((OmegaConf_load(r.path).get("env_kwargs") or {}).get("pixels")) for r in rs0) if env.startswith("dmc/") else False
         for m, (f, scores, src) in sorted(baselines_for(env, frames, pixels, table).items()):
+            summary = published_summary(env, m, table)
+            if summary is not None:  # a published mean ± std of normalised scores: shown as published, no raw score
+                n = int(summary["seeds"]) if str(summary["seeds"]).isdigit() else 0
+                nan = float("nan")
+                task_rows.append((env, m, True, f, n, nan, nan, nan, summary["score"], "d4rl", src, summary["std"]))
+                per_method_scores[m][env] = [summary["score"] / AGG_DIVISOR["d4rl"]]
+                continue
             mean, lo, hi = bootstrap_mean_ci(scores, reps, seed)
             normed = [norm_score(env, s)[0] for s in scores]
             scale = norm_score(env, scores[0])[1]
@@ -320,9 +350,12 @@ def make_report(paths: list[Path], out: Path, reps: int = 2000, seed: int = 0, p
             per_method_scores[m][env] = [x / AGG_DIVISOR[scale] for x in normed]
     with open(out / "tasks.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["env", "method", "published", "frames", "n", "mean", "ci_low", "ci_high", "normalized_mean", "scale", "source"])
+        w.writerow(["env", "method", "published", "frames", "n", "mean", "ci_low", "ci_high", "normalized_mean", "scale", "source",
+                    "published_std"])
         for t in task_rows:
-            w.writerow([t[0], t[1], int(t[2]), t[3], t[4], f"{t[5]:.6g}", f"{t[6]:.6g}", f"{t[7]:.6g}", f"{t[8]:.6g}", t[9], t[10]])
+            std = f"{t[11]:.6g}" if len(t) > 11 and t[11] is not None else ""
+            w.writerow([t[0], t[1], int(t[2]), t[3], t[4] or "", *("" if math.isnan(x) else f"{x:.6g}" for x in t[5:8]),
+                        f"{t[8]:.6g}", t[9], t[10], std])
 
     # aggregates per scale family (suite), over the tasks every compared method has
     agg_rows = []  # (suite, method, metric, point, lo, hi, n_tasks)
@@ -443,12 +476,16 @@ def _markdown(out: Path, paths, ok, failed, task_rows, agg_rows, pngs) -> None:
              "frames; others: the last evaluation). Published rows (*) at the budget nearest the run's, with their source.", "",
              "| task | method | frames | seeds | score (95% CI) | normalised | source |", "|---|---|---|---|---|---|---|"]
     for t in task_rows:
+        if len(t) > 11:  # a published summary of normalised scores (D4RL tables): mean ± std as published
+            lines.append(f"| {t[0]} | {t[1]} * | - | {t[4] or '?'} | - | {_fmt(t[8])} ± {_fmt(t[11])} sd ({t[9]}) | {t[10]} |")
+            continue
         lines.append(f"| {t[0]} | {t[1]}{' *' if t[2] else ''} | {t[3]:,} | {t[4]} | {_fmt(t[5])} [{_fmt(t[6])}, {_fmt(t[7])}] | "
                      f"{_fmt(t[8])} ({t[9]}) | {t[10]} |")
     lines += ["", "## Aggregates", "",
               "Over the tasks of each suite (a published method only where it has all of them); 95% stratified bootstrap CIs.", "",
               "| suite | method | tasks | median | IQM | mean | optimality gap |", "|---|---|---|---|---|---|---|"]
     seen = []
+    summaries = {t[1] for t in task_rows if len(t) > 11}  # published as per-dataset means: no runs to resample
     for a in agg_rows:
         if (a[0], a[1]) in seen:
             continue
@@ -456,6 +493,9 @@ def _markdown(out: Path, paths, ok, failed, task_rows, agg_rows, pngs) -> None:
         cells = []
         for metric in ("median", "iqm", "mean", "optimality_gap"):
             b = next((x for x in agg_rows if x[0] == a[0] and x[1] == a[1] and x[2] == metric), None)
+            if b and a[1] in summaries:
+                cells.append(f"{_fmt(b[3])} (of the published means)")
+                continue
             cells.append(f"{_fmt(b[3])} [{_fmt(b[4])}, {_fmt(b[5])}]" if b else "n/a (raw scale)")
         lines.append(f"| {a[0]} | {a[1]} | {a[6]} | " + " | ".join(cells) + " |")
     lines += ["", "## Figures", ""] + [f"![{p}]({p})" for p in pngs]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import signal
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -92,8 +93,9 @@ RESUME_KEYS = ("steps", "eval_every", "eval_episodes", "log_every", "checkpoint_
                "device", "progress", "tensorboard", "resume")
 
 
-def _resume_config(resume_dir: Path, cfg: Any, overrides: list[str]) -> Any:
-    """The saved config of the run in `resume_dir`, with the overrides a resume may change."""
+def _resume_config(resume_dir: Path, cfg: Any, overrides: list[str], strict: bool = True) -> Any:
+    """The saved config of the run in `resume_dir`, with the overrides a resume may change (`strict`: any
+    other override is an error; a sweep's job, whose overrides made the run dir's name, is not strict)."""
     from omegaconf import OmegaConf
 
     saved = resume_dir / "config.yaml"
@@ -101,7 +103,7 @@ def _resume_config(resume_dir: Path, cfg: Any, overrides: list[str]) -> Any:
         raise UserError(f"resume={resume_dir}: no config.yaml there (expected {saved})")
     keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o]
     refused = [k for k in keys if k not in RESUME_KEYS and not k.startswith("hydra")]
-    if refused:
+    if refused and strict:
         raise UserError(f"resume cannot change {', '.join(refused)} (the run's own settings come from {saved}); "
                         f"a resume may change only: {', '.join(k for k in RESUME_KEYS if k != 'resume')}")
     try:
@@ -118,17 +120,36 @@ def run(cfg: Any) -> dict:
     import torch
     from omegaconf import OmegaConf
 
-    from mbrl.utils.stop import handle_signals
+    from mbrl import sweep as sweeps
+    from mbrl.utils.stop import Interrupted, handle_signals
 
     overrides = _user_overrides()
     resume = cfg.get("resume")
+    job_dir = None if resume else sweeps.job_run_dir(overrides, cfg)  # a sweep preset's job: its own fixed dir
+    if job_dir is not None:
+        state = sweeps.read_status(job_dir)
+        if state.get("state") == "done":
+            print(f"skipped {job_dir}: finished ({state.get('env_steps')} env steps)", file=sys.stderr)
+            return dict(state.get("metrics") or {})
+        if sweeps.alive(state):
+            print(f"skipped {job_dir}: running in process {state.get('pid')} on {state.get('host')} (if it is not, delete its "
+                  f"status.json)", file=sys.stderr)
+            return {}
+        if (job_dir / "checkpoints").is_dir() and any((job_dir / "checkpoints").glob("*.pt")) and (job_dir / "config.yaml").is_file():
+            resume = str(job_dir)  # an unfinished job of an earlier sweep (or this one, requeued): continue it
+        elif job_dir.exists():
+            shutil.rmtree(job_dir)  # started, never checkpointed: start again
     if resume:
-        run_dir = Path(cfg.resume)
-        cfg = _resume_config(run_dir, cfg, overrides)
+        run_dir = Path(resume)
+        cfg = _resume_config(run_dir, cfg, overrides, strict=job_dir is None)
     else:
         cfg = finalize(cfg, overrides)
         check_env_name(str(cfg.env))
         check_values(cfg, overrides)
+        if job_dir is not None:
+            cfg.run_dir = str(job_dir)
+            if cfg.get("group") is None:
+                cfg.group = sweeps.preset()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     created = None
@@ -140,15 +161,25 @@ def run(cfg: Any) -> dict:
             (run_dir / "command.txt").write_text(" ".join(["python -m mbrl.train", *overrides]) + "\n")
         algo = build(cfg, run_dir)
     except BaseException:
-        if created is not None:  # a run that fails before training leaves no run dir behind
-            _remove_run_dir(created)
+        if created is not None and job_dir is None:  # a run that fails before training leaves no run dir behind
+            _remove_run_dir(created)  # (a sweep's job keeps it: its status.json names the error)
         raise
     print(f"run dir: {run_dir}", file=sys.stderr)
     if resume:
         print(f"resuming from {run_dir} at its last checkpoint", file=sys.stderr)
-    with handle_signals():
-        metrics = algo.run(resume=run_dir if resume else None)
+    sweeps.write_status(run_dir, "running")
+    usr = sweeps.preemption_signal()  # under submitit: its preemption signal checkpoints too (then requeue)
+    try:
+        with handle_signals((signal.SIGINT, signal.SIGTERM) + ((usr,) if usr else ())):
+            metrics = algo.run(resume=run_dir if resume else None)
+    except Interrupted:
+        raise  # recorded as `interrupted` by the CLI
+    except Exception as e:  # noqa: BLE001 (recorded, then raised as before)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        sweeps.write_status(run_dir, "failed", error=(first if isinstance(e, UserError) else f"{type(e).__name__}: {first}"))
+        raise
     summary = ", ".join(f"{k}={v:.2f}" for k, v in metrics.items())
+    sweeps.write_status(run_dir, "done", env_steps=int(algo.env_steps), updates=int(algo.updates), metrics=metrics)
     print(f"done: {algo.env_steps} env steps, {algo.updates} updates; {summary}")
     return metrics
 
@@ -161,17 +192,27 @@ def _hydra_entry() -> None:
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
     def _main(cfg):  # noqa: ANN001
         multirun = _is_multirun()
+        from mbrl import sweep as sweeps
+
         try:
             run(cfg)
         except Interrupted as e:
-            print(f"{e}; continue with: python -m mbrl.train resume={Path(e.checkpoint).parent.parent if e.checkpoint else '<run dir>'}", file=sys.stderr)
+            run_dir = Path(e.checkpoint).parent.parent if e.checkpoint else None
+            if run_dir is not None:
+                sweeps.write_status(run_dir, "interrupted", error=str(e), env_steps=e.step)
+            if sweeps.requeue(e):  # under submitit: requeued (this process exits; the new job resumes)
+                return
+            print(f"{e}; continue with: python -m mbrl.train resume={run_dir or '<run dir>'}", file=sys.stderr)
             sys.exit(e.exit_code)  # a stop ends a sweep too
         except Exception as e:  # noqa: BLE001
-            if DEBUG or (not multirun and not isinstance(e, UserError)):
-                raise  # a bug outside a sweep keeps its traceback
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             if not isinstance(e, UserError):
                 msg = f"{type(e).__name__}: {msg}"
+            job_dir = sweeps.job_run_dir(_user_overrides(), cfg) if multirun else None
+            if job_dir is not None:  # the sweep's status and report list it with its error line
+                sweeps.write_status(job_dir, "failed", error=msg)
+            if DEBUG or (not multirun and not isinstance(e, UserError)):
+                raise  # a bug outside a sweep keeps its traceback
             if not multirun:
                 print(f"error: {msg}", file=sys.stderr)
                 sys.exit(2)
@@ -256,10 +297,17 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     keep_freed_memory()  # freed tensors stay in the heap: no page faults for each step's large activations
     multirun = any(a in ("-m", "--multirun") for a in argv)
+    from mbrl.sweep import set_preemption_signal
+
+    set_preemption_signal()  # submitit's preemption / time-limit signal: USR1 unless the user chose one
     if multirun and not os.environ.get(FAILURES_ENV):
         import tempfile
 
-        fd, failures = tempfile.mkstemp(prefix="mbrl-sweep-failures-", suffix=".jsonl")
+        # beside hydra's multirun dirs (runs/.multirun/, under the working dir), not in /tmp: SLURM jobs on other
+        # nodes share the working dir, so their failures reach this process's list too
+        shared = Path("runs") / ".multirun"
+        shared.mkdir(parents=True, exist_ok=True)
+        fd, failures = tempfile.mkstemp(prefix="mbrl-sweep-failures-", suffix=".jsonl", dir=str(shared.resolve()))
         os.close(fd)
         os.environ[FAILURES_ENV] = failures  # inherited by launcher processes (joblib, submitit_local)
     _hydra_entry()

@@ -116,3 +116,54 @@ def test_baselines_shipped_with_sources():
     mat = np.array([[human_normalized_score(g, s) for s in report.baselines_for(g, 400_000, False, rows)["DIAMOND"][1]] for g in games]).T
     assert report.mean_score(mat) == pytest.approx(1.46, abs=0.01)
     assert report.iqm(mat) == pytest.approx(0.64, abs=0.01)
+
+
+def test_d4rl_baselines_shipped_with_sources():
+    """mbrl/baselines/d4rl.csv: OfflineRL-Kit's and CORL's per-dataset normalised scores (mean ± std) for the
+    9 locomotion datasets, each row naming its source; a few cells checked against the READMEs they come from."""
+    rows = [r for r in report.load_baselines() if r["env"].startswith("d4rl/")]
+    sets = {f"d4rl/{e}-{d}-v2" for e in ("halfcheetah", "hopper", "walker2d") for d in ("medium", "medium-replay", "medium-expert")}
+    by = {(r["method"], r["env"]): r for r in rows}
+    kit = ("MOPO", "MOBILE", "IQL", "CQL", "TD3+BC")
+    corl = ("BC", "TD3+BC", "CQL", "IQL")
+    assert set(by) == {(f"{m} (OfflineRL-Kit)", e) for m in kit for e in sets} | {(f"{m} (CORL)", e) for m in corl for e in sets}
+    assert all(r["normalized"] and r["std"] is not None and r["source"] for r in rows)
+    assert all("OfflineRL-Kit@" in r["source"] and r["seeds"] == "4" for r in rows if "OfflineRL-Kit" in r["method"])
+    assert all("CORL@" in r["source"] and "Last Scores" in r["source"] for r in rows if "CORL" in r["method"])
+    assert (by["MOBILE (OfflineRL-Kit)", "d4rl/hopper-medium-v2"]["score"], by["MOBILE (OfflineRL-Kit)", "d4rl/hopper-medium-v2"]["std"]) == (103.6, 1.0)
+    assert by["MOPO (OfflineRL-Kit)", "d4rl/walker2d-medium-expert-v2"]["score"] == 108.2
+    assert (by["BC (CORL)", "d4rl/halfcheetah-medium-replay-v2"]["score"], by["BC (CORL)", "d4rl/halfcheetah-medium-replay-v2"]["std"]) == (35.66, 2.33)
+    assert by["IQL (CORL)", "d4rl/walker2d-medium-v2"]["score"] == 80.91
+
+
+def test_report_places_d4rl_baselines_beside_the_runs(tmp_path):
+    """Two seeds of a BC run on hopper-medium-replay collected here (-v5) get the published rows of the same
+    dataset (D4RL's -v2 tables) beside them, and the d4rl aggregates hold both."""
+    from omegaconf import OmegaConf
+
+    from mbrl.config import compose
+
+    cfg = compose(["env=d4rl/hopper-medium-replay-v5", "algo=bc", "steps=100"])
+    returns = {0: 1500.0, 1: 1700.0}
+    for seed, ret in returns.items():
+        run = tmp_path / "runs" / f"env=d4rl-hopper-medium-replay-v5,seed={seed}"
+        run.mkdir(parents=True)
+        cfg.seed = seed
+        OmegaConf.save(cfg, run / "config.yaml")
+        (run / "metrics.csv").write_text(f"step,key,value,wall_time\n50,eval/return,{ret / 2},1.0\n100,eval/return,{ret},2.0\n")
+    out = tmp_path / "report"
+    report.make_report([tmp_path / "runs"], out, reps=100, progress=False)
+    tasks = list(csv.DictReader(open(out / "tasks.csv")))
+    mine = next(t for t in tasks if t["published"] == "0")
+    assert mine["env"] == "d4rl/hopper-medium-replay-v5" and mine["n"] == "2" and float(mine["mean"]) == pytest.approx(1600.0)
+    assert float(mine["normalized_mean"]) == pytest.approx(np.mean([d4rl_normalized_score("hopper-medium-replay-v5", r) for r in returns.values()]))
+    pub = {t["method"]: t for t in tasks if t["published"] == "1" and t["env"] == "d4rl/hopper-medium-replay-v5"}
+    assert set(pub) == {"MOPO (OfflineRL-Kit)", "MOBILE (OfflineRL-Kit)", "IQL (OfflineRL-Kit)", "CQL (OfflineRL-Kit)",
+                        "TD3+BC (OfflineRL-Kit)", "BC (CORL)", "TD3+BC (CORL)", "CQL (CORL)", "IQL (CORL)"}
+    assert (float(pub["MOBILE (OfflineRL-Kit)"]["normalized_mean"]), float(pub["MOBILE (OfflineRL-Kit)"]["published_std"])) == (105.1, 1.3)
+    assert pub["BC (CORL)"]["mean"] == "" and float(pub["BC (CORL)"]["normalized_mean"]) == 29.81  # no raw score was published
+    md = (out / "report.md").read_text()
+    assert "| d4rl/hopper-medium-replay-v5 | MOBILE (OfflineRL-Kit) * | - | 4 | - | 105 ± 1.3 sd (d4rl) |" in md
+    aggs = {(a["method"], a["metric"]): a for a in csv.DictReader(open(out / "aggregates.csv")) if a["suite"] == "d4rl"}
+    assert float(aggs[("bc", "mean")]["value"]) == pytest.approx(float(mine["normalized_mean"]) / 100, rel=1e-5)
+    assert float(aggs[("MOBILE (OfflineRL-Kit)", "mean")]["value"]) == pytest.approx(1.051)

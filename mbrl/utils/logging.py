@@ -1,5 +1,6 @@
-"""Run logging: tensorboard events, metrics.csv (long format: step,key,value,wall_time) and a
-progress bar with steps/s, ETA and the latest return."""
+"""Run logging: tensorboard events, metrics.csv (long format: step,key,value,wall_time), the experiment
+tracker the run's config names (`logger=wandb|mlflow`, mbrl/utils/trackers.py) and a progress bar with
+steps/s, ETA and the latest return."""
 from __future__ import annotations
 
 import csv
@@ -24,6 +25,7 @@ class Logger:
         self.latest: dict[str, float] = {}
         self._csv_file = None
         self._tb = None
+        self._tracker = None
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             path = self.run_dir / "metrics.csv"
@@ -36,6 +38,9 @@ class Logger:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
+            from mbrl.utils.trackers import open_tracker
+
+            self._tracker = open_tracker(self.run_dir)  # wandb / mlflow, as config.yaml's `logger` says
         self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, disable=not progress, file=sys.stderr, smoothing=0.05)
 
     def elapsed(self) -> float:
@@ -49,13 +54,18 @@ class Logger:
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         wall = self.elapsed()
+        finite = {}
         for k, v in metrics.items():
             v = float(v)
             self.latest[k] = v
             if self._csv_file is not None:
                 self._csv.writerow([step, k, f"{v:.6g}", f"{wall:.1f}"])
-            if self._tb is not None and math.isfinite(v):
-                self._tb.add_scalar(k, v, step)
+            if math.isfinite(v):
+                finite[k] = v
+                if self._tb is not None:
+                    self._tb.add_scalar(k, v, step)
+        if self._tracker is not None and finite:
+            self._tracker.log(step, finite)  # the same scalars at the same step as tensorboard
         if self._csv_file is not None:
             self._csv_file.flush()
 
@@ -93,6 +103,9 @@ class Logger:
         self._bar.close()
         if self._tb is not None:
             self._tb.close()
+        if self._tracker is not None:
+            self._tracker.close()
+            self._tracker = None
         if self._csv_file is not None:
             self._csv_file.close()
 
