@@ -11,7 +11,7 @@ The model (each point cites the reference):
   `n_layer` S5 blocks (R2I `ssm.n_layers`), then Linear -> LayerNorm -> SiLU to `deter` units (R2I `out_proj`;
   it has no norm there). Its output h_t gives the prior of z_{t+1} through `imglayers` dense layers (R2I
   `img_out`, one layer); reward / continue heads and the decoder read [h_{t-1}, z_t] (R2I heads' and decoder's
-  `inputs: [deter, stoch]`).
+  `inputs: [deter, stoch]`; `decoder_input=stoch` decodes from z alone, as Drama).
 - S5 block (R2I `SingleLayer` with `prenorm: False, mlp: True, glu: True, use_norm: True`): u -> S5 SSM ->
   GELU -> GLU (W1 y * sigmoid(W2 y)) -> residual -> LayerNorm (post-norm; `prenorm=True` normalises the input
   instead).
@@ -74,6 +74,7 @@ S4D_STATE = {"XS": 16, "S": 16, "M": 32}
 KERNELS = ("s5", "s4d")
 DISCRETIZATIONS = ("zoh", "bilinear")
 S4D_INITS = ("lin", "inv")
+DECODER_INPUTS = ("stoch", "features")
 
 
 # ---------------------------------------------------------------------------------------------- scans
@@ -338,6 +339,7 @@ class S5(WorldModel):
         con_scale: float = 1.0,
         bins: int = 255,
         imglayers: int = 1,
+        decoder_input: str = "features",
         seed: Optional[int] = None,  # accepted for the registry; WorldModel.from_config seeds the init
     ):
         super().__init__()
@@ -351,6 +353,8 @@ class S5(WorldModel):
             raise UserError(f"model.discretization={discretization!r}; valid: {', '.join(DISCRETIZATIONS)}")
         if s4d_init not in S4D_INITS:
             raise UserError(f"model.s4d_init={s4d_init!r}; valid: {', '.join(S4D_INITS)} (S4D-Lin, S4D-Inv)")
+        if decoder_input not in DECODER_INPUTS:
+            raise UserError(f"model.decoder_input={decoder_input!r}; valid: {', '.join(DECODER_INPUTS)} (stoch: z alone; features: [h, z] as R2I)")
         if not 0 < dt_min <= dt_max:
             raise UserError(f"model.dt_min={dt_min}, model.dt_max={dt_max}; valid: 0 < dt_min <= dt_max (e.g. 0.001, 0.1)")
         p = SIZES[size]
@@ -378,7 +382,8 @@ class S5(WorldModel):
         Hd, L, D = self.hidden, max(1, self.layers), self.d_model
 
         self.encoder = ObsEncoder(obs_space, self.depth, Hd, L, who=who)
-        self.decoder = ObsDecoder(self.feat_dim, obs_space, self.depth, Hd, L, who=who)  # R2I: decoder inputs [deter, stoch]
+        self.decoder_input = decoder_input
+        self.decoder = ObsDecoder(self.stoch_dim if decoder_input == "stoch" else self.feat_dim, obs_space, self.depth, Hd, L, who=who)
         self.post = nn.Linear(self.encoder.out_dim, self.stoch_dim)
         self.prior = dreamer_mlp(self.deter_dim, self.stoch_dim, Hd, imglayers)
         self.inp = norm_act_linear(self.stoch_dim + self.action_dim, D, bias=True)
@@ -474,8 +479,11 @@ class S5(WorldModel):
     def cont(self, state: S5State) -> torch.Tensor:
         return self.cont_head.prob(self.features(state))
 
+    def _dec_in(self, state: S5State) -> torch.Tensor:
+        return state.stoch if self.decoder_input == "stoch" else self.features(state)
+
     def decode(self, state: S5State) -> Any:
-        return self.decoder.decode(self.features(state))
+        return self.decoder.decode(self._dec_in(state))
 
     # ------------------------------------------------------------------------------------------ loss
     def backbone_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float], S5State]:
@@ -483,7 +491,7 @@ class S5(WorldModel):
         states: every one is an imagination start)."""
         post = self.observe(batch["obs"], batch["action"], batch["is_first"])
         feat = self.features(post)
-        rec = self.decoder.loss(feat, batch["obs"])
+        rec = self.decoder.loss(self._dec_in(post), batch["obs"])
         total, metrics = latent_model_loss(self, post.logits, self.prior_logp(post.deter), feat, rec, batch)
         return total, metrics, post
 
