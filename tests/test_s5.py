@@ -149,6 +149,22 @@ def test_recurrent_step_equals_parallel_forward(name, kw):
 
 
 @pytest.mark.parametrize("name", ["s5", "s4"])
+def test_bf16_autocast_keeps_the_ssm_in_fp32(name):
+    """precision=bf16 (torch.autocast) runs: the complex SSM is computed in fp32 inside it, and the result is
+    close to the fp32 one."""
+    m, b = _model(name), _batch()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        p32 = m.observe(b.obs, b.action, b.is_first)
+        torch.manual_seed(0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            p16 = m.observe(b.obs, b.action, b.is_first)
+            nxt = m.step(p16[:, 3], m.action_input(b.action[:, 3]))
+    assert p16.ssm.dtype == torch.float32 and torch.isfinite(nxt.deter.float()).all()
+    torch.testing.assert_close(p16.ssm, p32.ssm, rtol=0.1, atol=0.1)
+
+
+@pytest.mark.parametrize("name", ["s5", "s4"])
 def test_reset_makes_the_next_episode_independent(name):
     """Two batches that differ only before an episode start: every output from the start on is equal (h,
     latents, SSM states), and the outputs before it differ (so the check can fail)."""

@@ -153,6 +153,16 @@ def discretize(lam: torch.Tensor, dt: torch.Tensor, method: str) -> tuple[torch.
     return inv * (1 + dt / 2 * lam), inv * dt
 
 
+def _fp32(fn):
+    """Run an SSM method in fp32 outside autocast (complex tensors have no bf16 / fp16 kernels; the
+    recurrence is kept in full precision anyway)."""
+    def wrapped(self, u, *args):
+        with torch.autocast(device_type=u.device.type, enabled=False):
+            return fn(self, u.float(), *args)
+    wrapped.__doc__, wrapped.__name__ = fn.__doc__, fn.__name__
+    return wrapped
+
+
 def _log_steps(shape: tuple[int, ...], dt_min: float, dt_max: float) -> torch.Tensor:
     return torch.rand(shape) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
 
@@ -196,16 +206,16 @@ class S5SSM(nn.Module):
         bbar = gain[:, None] * torch.complex(self.B_re, self.B_im)
         return lbar, bbar.real, bbar.imag
 
+    @_fp32
     def forward(self, u: torch.Tensor, reset: torch.Tensor, init: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """u [Bt, T, H] real, reset [Bt, T], init [Bt, P'] complex -> (y [Bt, T, H], states [Bt, T, P'])."""
-        u = u.float()
         lbar, br, bi = self.discrete()
         x = linear_scan(lbar.reshape(1, 1, -1), torch.complex(u @ br.T, u @ bi.T), reset, init)
         return self._out(x, u), x
 
+    @_fp32
     def step(self, u: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One step: u [Bt, H], x [Bt, P'] complex -> (y [Bt, H], x')."""
-        u = u.float()
         lbar, br, bi = self.discrete()
         x = lbar * x + torch.complex(u @ br.T, u @ bi.T)
         return self._out(x, u), x
@@ -242,15 +252,15 @@ class S4DSSM(nn.Module):
         lbar, gain = discretize(lam, self.log_step.exp()[:, None], self.method)
         return lbar, gain * torch.complex(self.B_re, self.B_im)  # [H, N'] each
 
+    @_fp32
     def forward(self, u: torch.Tensor, reset: torch.Tensor, init: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        u = u.float()
         Bt, T, H = u.shape
         lbar, bbar = self.discrete()
         x = linear_scan(lbar.reshape(1, 1, -1), (u[..., None] * bbar).reshape(Bt, T, -1), reset, init)
         return self._out(x, u), x
 
+    @_fp32
     def step(self, u: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        u = u.float()
         lbar, bbar = self.discrete()
         x = lbar.reshape(-1) * x + (u[..., None] * bbar).reshape(u.shape[0], -1)
         return self._out(x, u), x
