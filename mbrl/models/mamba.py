@@ -50,7 +50,7 @@ from mbrl.errors import UserError
 from mbrl.models import register
 from mbrl.models.base import State, WorldModel
 from mbrl.models.nets import dreamer_mlp
-from mbrl.models.parts import CategoricalLatent, ContinueHead, ObsDecoder, ObsEncoder, RewardHead, action_spec, latent_model_loss
+from mbrl.models.parts import CategoricalLatent, ContinueHead, ObsDecoder, ObsEncoder, RewardHead, action_spec, episode_tokens, latent_model_loss
 
 try:  # fused CUDA kernels (optional; not installable without CUDA)
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined as _fused_scan
@@ -402,11 +402,7 @@ class Mamba(WorldModel):
         if fresh:
             state = self.initial(B)
         prev_a = self.action_input(prev_action).reshape(B, 1, -1) if prev_action is not None else torch.zeros_like(act[:, :1])
-        tokens = torch.cat([torch.cat([state.stoch.reshape(B, 1, -1).to(z.dtype), prev_a.to(z.dtype)], -1),
-                            torch.cat([z[:, :-1], act[:, :-1].to(z.dtype)], -1)], 1)  # token k = (z_{k-1}, a_{k-1})
-        drop = first.clone()  # token k belongs to an episode that ended before step k
-        if fresh:
-            drop[:, 0] = True
+        tokens, drop = episode_tokens(z, act, first, state.stoch, prev_a, fresh)  # token k = (z_{k-1}, a_{k-1})
         seg = torch.cat([torch.zeros_like(drop[:, :1], dtype=torch.long), drop[:, :-1].long()], 1).cumsum(1)
         carry = self._unpack(state)
         h, aux = self.core(tokens, seg, carry)

@@ -288,3 +288,19 @@ def latent_model_loss(model: Any, post_logits: torch.Tensor, prior_logits: torch
         }
         vals = torch.stack([v.float() for v in metrics.values()]).tolist()
     return total, dict(zip(metrics.keys(), vals))
+
+
+def episode_tokens(z: torch.Tensor, act: torch.Tensor, is_first: torch.Tensor, stoch0: torch.Tensor, prev_act: torch.Tensor,
+                   fresh: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (z, a) token sequence of a token-per-step backbone (Mamba-2, S5) over a [B, T] batch in stream
+    layout: token k = (z_{k-1}, a_{k-1}), token 0 = (stoch0, prev_act) from the state the call continues
+    (`stoch0` [B, S], `prev_act` [B, A], both already in the backbone's input form). Returns (tokens [B, T, S+A],
+    drop [B, T] bool): token k belongs to an episode that ended before step k (`is_first[:, k]`), or, when the
+    call continues no state (`fresh`), token 0 stands for nothing."""
+    B = z.shape[0]
+    tokens = torch.cat([torch.cat([stoch0.reshape(B, 1, -1).to(z.dtype), prev_act.reshape(B, 1, -1).to(z.dtype)], -1),
+                        torch.cat([z[:, :-1], act[:, :-1].to(z.dtype)], -1)], 1)
+    drop = is_first.bool().clone()
+    if fresh:
+        drop[:, 0] = True
+    return tokens, drop

@@ -59,7 +59,7 @@ from mbrl.errors import UserError
 from mbrl.models import register
 from mbrl.models.base import State, WorldModel
 from mbrl.models.nets import dreamer_mlp, norm_act_linear
-from mbrl.models.parts import CategoricalLatent, ContinueHead, ObsDecoder, ObsEncoder, RewardHead, action_spec, latent_model_loss
+from mbrl.models.parts import CategoricalLatent, ContinueHead, ObsDecoder, ObsEncoder, RewardHead, action_spec, episode_tokens, latent_model_loss
 
 SIZES: dict[str, dict[str, int]] = {
     "XS": dict(d_model=128, d_state=64, deter=256, n_layer=2, hidden=256, layers=1, depth=16),
@@ -460,11 +460,7 @@ class S5(WorldModel):
         if fresh:
             state = self.initial(B)
         prev_a = self.action_input(prev_action).reshape(B, 1, -1) if prev_action is not None else torch.zeros_like(act[:, :1])
-        tokens = torch.cat([torch.cat([state.stoch.reshape(B, 1, -1).to(z.dtype), prev_a.to(z.dtype)], -1),
-                            torch.cat([z[:, :-1], act[:, :-1].to(z.dtype)], -1)], 1)  # token k = (z_{k-1}, a_{k-1})
-        drop = first.clone()  # token k belongs to an episode that ended before step k: its output and state are dropped
-        if fresh:
-            drop[:, 0] = True
+        tokens, drop = episode_tokens(z, act, first, state.stoch, prev_a, fresh)  # token k = (z_{k-1}, a_{k-1})
         reset = torch.cat([torch.zeros_like(drop[:, :1]), drop[:, :-1]], 1)  # so the state is reset before the next token
         h, states = self.core(tokens, reset, self._unpack(state.ssm.reshape(B, -1)))
         keep = (~drop).to(h.dtype)[..., None]
