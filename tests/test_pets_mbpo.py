@@ -119,20 +119,20 @@ def pets_planned_lengths(seed: int, episodes: int = 10, goal: int = 900) -> list
 
 
 def test_pets_terminal_value_solves_inverted_pendulum():
-    # random policy ~8 steps, zero action ~25, maximum 1000. The planned episodes stay at 10-60 steps until the
-    # value has learnt enough, then one lasts 1000: when that happens depends on the CPU's float rounding.
-    # Measured 2026-12-03 (Intel Xeon, AVX-512, one thread), first 10 planned episodes: seed 0 [33, 21, 35, 25, 32,
-    # 35, 47, 1000], seed 1 [10, 49, 12, 22, 1000], seed 2 never (max 44), seed 3 [56, 54, 1000]; an AMD EPYC
-    # without AVX-512 gave seed 0 max 55 in 10. So seeds 0, 1, 2 are tried in turn, each for 10 planned
-    # episodes, until one solves the task (a planner without a working model or value never gets near 900).
+    # random policy ~8 steps, zero action ~25, maximum 1000. The planned episodes stay at 10-600 steps until the
+    # value has learnt enough, then one lasts 1000: when that happens depends on the seed and the CPU's float rounding.
+    # Measured 2026-12-03 (Intel Xeon, AVX-512, one thread), the planned episode that first reaches >= 900:
+    # seed 0 the 8th, seed 1 the 5th, seed 3 the 3rd, seed 4 the 12th, seed 5 the 16th (995), seed 2 none in 10
+    # (max 44); an AMD EPYC without AVX-512 gave seed 0 max 55 in 10. So seeds 0, 1, 2 are tried in turn, each for
+    # 15 planned episodes, until one solves the task (a planner without a working model or value never gets near 900).
     tried = []
     for seed in (0, 1, 2):
-        lengths = pets_planned_lengths(seed)
+        lengths = pets_planned_lengths(seed, episodes=15)
         tried.append(lengths)
         if max(lengths) >= 900:
             break
     print("planned episode lengths per seed", tried)
-    assert all(len(lengths) <= 10 for lengths in tried) and max(tried[-1]) >= 900, tried
+    assert all(len(lengths) <= 15 for lengths in tried) and max(tried[-1]) >= 900, tried
 
 
 def test_pets_terminal_value_plumbing():
