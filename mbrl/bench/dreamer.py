@@ -181,6 +181,16 @@ def _precision_label(p: str) -> str:
     return f"auto (= {resolve_precision(p, torch.device('cpu'))} on this machine)" if p == "auto" else p
 
 
+def _model_line(m) -> str:
+    """The run's backbone and sizes (the RSSM as its runs were always described; other backbones by their keys)."""
+    name = str(m.get("name", "rssm"))
+    if name == "rssm":
+        return f"- model: size preset {m.size} with deter {m.deter}, hidden {m.hidden}, {m.stoch} x {m.classes} latents, {m.blocks} GRU blocks"
+    keys = ("size", "width", "d_model", "layers", "attn_heads", "window", "context", "d_state", "hidden", "stoch", "classes")
+    sizes = ", ".join(f"{k} {m.get(k)}" for k in keys if m.get(k, None) is not None)
+    return f"- model: {name}, {sizes}"
+
+
 def report_run(run_dir: str, name: str | None = None) -> int:
     """Learning curve and wall-clock of a Dreamer training run -> results/dreamer_<env>.md (+ .png)."""
     import csv
@@ -209,7 +219,7 @@ def report_run(run_dir: str, name: str | None = None) -> int:
     ac = cfg.learner if cfg.get("learner") is not None else a.actor_critic  # runs from before the learner group: algo.actor_critic
     command = (d / "command.txt").read_text().strip() if (d / "command.txt").is_file() else f"python -m mbrl.train env={env} model=rssm"
     lines = [f"- env: `{env}`, action repeat {repeat} (env steps = agent steps x {repeat})",
-             f"- model: size preset {m.size} with deter {m.deter}, hidden {m.hidden}, {m.stoch} x {m.classes} latents, {m.blocks} GRU blocks",
+             _model_line(m),
              f"- algo: train_ratio {a.train_ratio}, batch {a.batch_size} x {a.batch_length}, horizon {ac.horizon}, precision {_precision_label(str(a.get('precision', 'fp32')))}, "
              f"lr world model {a.wm_opt.lr}, actor {ac.actor_opt.lr}, critic {ac.critic_opt.lr}, actor gradient {ac.actor_grad}, torch threads {cfg.get('threads')}",
              f"- reached {last_step} agent steps = {last_step * repeat} env steps of {(cfg.steps if cfg.get('steps') else a.steps) * repeat}; "
