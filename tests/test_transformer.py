@@ -264,3 +264,21 @@ def test_transformer_dreamer_learns_continuous_point(tmp_path):
     algo = build(_cfg("toy/point", 1500, 8, "eval_every=300"), tmp_path)
     evals = run_until(algo, -30.0)  # the first evaluation at -30 or better ends the run
     assert max(m["eval/return"] for _, m in evals) >= -30.0, evals
+
+
+def test_report_run_describes_a_transformer_run(tmp_path):
+    """`python -m mbrl.bench dreamer --report-run` writes the curve of any backbone's run (it used to read the RSSM's keys only)."""
+    from mbrl.bench.dreamer import report_run
+
+    from omegaconf import OmegaConf
+
+    run = tmp_path / "run"
+    cfg = _cfg("toy/chain", 260, 1, "eval_every=130", "algo.train_ratio=8", "algo.prefill=130")
+    algo = build(cfg, run)
+    run.mkdir(exist_ok=True)
+    OmegaConf.save(cfg, run / "config.yaml")  # as mbrl.train saves it
+    algo.run()
+    assert report_run(str(run), str(tmp_path / "tf_report")) == 0
+    text = (tmp_path / "tf_report.md").read_text()
+    assert "- model: transformer, size XS, width 64, layers 1, attn_heads 4, window 16, context 16, hidden 64, stoch 8, classes 8" in text
+    assert "| 130 | 130 |" in text and "| 260 | 260 |" in text and (tmp_path / "tf_report.png").is_file()
