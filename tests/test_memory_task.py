@@ -1,6 +1,7 @@
 """`toy/memory-<L>` (envs/toy.py): the reward rule, the chance baseline, determinism, names.
 
-No learning test on it yet: S5, Mamba-2 and the RSSM stay at chance on toy/memory-4 / -8 in short runs (results/s5_memory.md).
+No learning test on it yet: S5, Mamba-2 and the RSSM stay at chance on toy/memory-4 / -8 in short Dreamer runs
+(results/s5_memory.md); the world models alone: `python -m mbrl.bench memory` (results/bench_memory.md).
 """
 from __future__ import annotations
 
@@ -99,3 +100,25 @@ def test_names_and_bad_input():
         MemoryEnv(length=4, cues=1)
     with pytest.raises(UserError, match="no pixel"):
         envs.make_single("toy/memory-4", seed=0, pixels=True)
+
+
+
+def test_memoryless_world_model_answers_at_chance():
+    """`bench memory`'s measure: a model without memory (the ensemble, Markov in the observation) sees the same
+    query state whatever the cue, so its best imagined answer names the cue 1/4 of the time."""
+    from mbrl.bench.memory import fit_until_recall
+
+    curve = fit_until_recall("ensemble", 2)
+    assert len(curve) == 1 and abs(curve[0][1] - 0.25) < 0.12, curve
+
+
+def test_bench_memory_writes_its_table_and_plot(tmp_path):
+    from mbrl.bench.__main__ import main
+
+    out = tmp_path / "mem"
+    assert main(["memory", "--models", "s5,ensemble", "--lengths", "1,2", "--updates", "4", "--every", "2", "--out", str(out)]) == 0
+    text = out.with_suffix(".md").read_text()
+    for row in ("| s5 | 1 |", "| s5 | 2 |", "| ensemble | 1 |", "| ensemble | 2 |"):
+        assert row in text
+    assert "not in 4" in text and "fitted once" in text and out.with_suffix(".png").is_file()
+    assert main(["memory", "--models", "rnn", "--lengths", "1", "--out", str(tmp_path / "bad")]) == 2  # one clear line, no traceback
