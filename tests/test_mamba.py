@@ -9,7 +9,7 @@ import torch
 import mbrl.models as models
 from mbrl.data.batch import Batch
 from mbrl.errors import UserError
-from mbrl.models.mamba import Mamba, ssd_chunked, ssd_recurrent
+from mbrl.models.mamba import Mamba, ssd_chunked, ssd_recurrent, ssd_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -77,6 +77,28 @@ def _batch(B=3, T=13, seed=0):
     first[2, 4] = True  # a reset at a chunk boundary
     return Batch(obs=torch.rand(B, T, 5, generator=g) * 2 - 1, action=torch.rand(B, T, 2, generator=g) * 2 - 1,
                  reward=torch.randn(B, T, generator=g), terminated=torch.zeros(B, T, dtype=torch.bool), is_first=first)
+
+
+def test_fused_recurrent_step_values_and_gradients():
+    """`ssd_step` (one recurrent step with a hand-written backward) against the plain autograd formula
+    s' = dA s + x b^T, y = s' c: values equal, gradcheck in fp64 with both outputs used and with only y
+    (the last imagined step's state gets no gradient), and with a non-contiguous state (a layer of the
+    flattened State, as `_unpack` gives it)."""
+    g = torch.Generator().manual_seed(0)
+    Bt, H, P, N = 3, 2, 4, 5
+    def inputs():
+        s = torch.randn(Bt, 2, H, P, N, generator=g, dtype=torch.float64)[:, 1]  # strided like a layer view
+        t = [s, torch.rand(Bt, H, generator=g, dtype=torch.float64), torch.randn(Bt, H, P, generator=g, dtype=torch.float64),
+             torch.randn(Bt, N, generator=g, dtype=torch.float64), torch.randn(Bt, N, generator=g, dtype=torch.float64)]
+        return [x.requires_grad_() for x in t]
+    s, dA, x, b, c = args = inputs()
+    ref = s * dA[..., None, None] + x[..., None] * b[:, None, None, :]
+    y, new = ssd_step(*args)
+    torch.testing.assert_close(new, ref)
+    torch.testing.assert_close(y, (ref @ c[:, None, :, None]).squeeze(-1))
+    assert torch.autograd.gradcheck(ssd_step, inputs())
+    assert torch.autograd.gradcheck(lambda *a: ssd_step(*a)[0], inputs())
+    assert torch.autograd.gradcheck(lambda *a: ssd_step(*a)[1], inputs())
 
 
 def test_recurrent_step_equals_parallel_forward():
