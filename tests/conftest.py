@@ -76,7 +76,8 @@ def run_until(algo, goal: float, key: str = "eval/return") -> list[tuple[int, di
 SLOW_FIRST = ("test_mbpo_learns_inverted_pendulum", "test_pets_terminal_value_solves_inverted_pendulum", "test_pets_learns_cartpole",
               "test_rssm_latent_mpc_beats_random", "test_diamond_learns_point", "test_transformer_dreamer_learns_continuous_point",
               "test_dreamer_learns_continuous_point", "test_mamba_dreamer_learns_continuous_point", "test_submitit_preempted_job_requeues_and_resumes",
-              "test_joblib_sweep_rerun_status_and_report", "test_s5_dreamer_learns_continuous_point", "test_sac_learns_pendulum", "test_tdmpc2_learns_pendulum")
+              "test_joblib_sweep_rerun_status_and_report", "test_s5_dreamer_learns_continuous_point", "test_sac_learns_pendulum", "test_tdmpc2_learns_pendulum",
+              "test_ssm_world_models_recall_the_cue")
 
 
 def pytest_collection_modifyitems(config, items):
