@@ -219,12 +219,8 @@ class SegmentModel(nn.Module):
         self.x_dim = 1 + obs_dim + int(self.terminals)
         # ---- the data: flat arrays, each step's episode end, the valid segment starts, the RTG labels
         ends = np.asarray(dataset.episode_ends, bool)
-        last = np.empty(n, np.int64)  # index of the last step of each step's episode
-        nxt = n - 1
-        for t in range(n - 1, -1, -1):
-            if ends[t]:
-                nxt = t
-            last[t] = nxt
+        end_idx = np.append(np.flatnonzero(ends), n - 1)  # (a final unfinished episode ends with the data)
+        last = end_idx[np.searchsorted(end_idx, np.arange(n))]  # index of the last step of each step's episode
         term = np.asarray(dataset.terminated, bool)
         # a segment may run past its episode's end only where the episode terminated (the rest is padding)
         ok = (np.arange(n) + self.length - 1 <= last) | term[last]
@@ -349,6 +345,13 @@ class SegmentModel(nn.Module):
 
 # ----------------------------------------------------------------------------------- the algorithm
 
+def check_horizon(horizon: Any, segment: Optional[int]) -> None:
+    """H >= 1, and H <= the generated segment's length for the diffusion model (the ensemble rolls any H)."""
+    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1 or (segment is not None and horizon > segment):
+        limit = f" <= algo.dwm.segment = {segment}" if segment is not None else ""
+        raise UserError(f"algo.dwm.horizon={horizon!r}; valid: an integer 1 <= horizon{limit} (the simulation horizon H; paper: 1, 3, 5, 7 with T = 8)")
+
+
 class DWM(OfflineAlgorithm):
     """Fit the segment model (or the one-step ensemble) once, then train the learner with MVE targets."""
 
@@ -360,10 +363,7 @@ class DWM(OfflineAlgorithm):
         super().__init__(eval_env, dataset, buffer, loop, batch_size, run_dir)
         if (segment_model is None) == (world_model is None):
             raise ValueError("DWM: give exactly one of segment_model (algo.dwm.model=diffusion) and world_model (ensemble)")
-        limit = segment_model.length if segment_model is not None else None
-        if int(horizon) < 1 or (limit is not None and int(horizon) > limit):
-            raise UserError(f"algo.dwm.horizon={horizon}; valid: an integer 1 <= horizon <= algo.dwm.segment"
-                            f"{f' = {limit}' if limit is not None else ''} (the simulation horizon H; paper: 1, 3, 5, 7 with T = 8)")
+        check_horizon(horizon, segment_model.length if segment_model is not None else None)
         if not 0.0 <= float(lam) <= 1.0 or float(guidance) < 0 or int(fit_steps) < 0:
             raise UserError(f"algo.dwm: lam={lam}, guidance={guidance}, fit_steps={fit_steps}; valid: 0 <= lam <= 1, guidance >= 0, fit_steps >= 0")
         self.learner = learner.to(self.device)
@@ -448,6 +448,7 @@ def from_config(cfg: Any, run_dir=None) -> DWM:
     lname = str((cfg.get("learner") or {}).get("name") or "")
     if lname not in LEARNERS:
         raise UserError(f"algo=dwm: learner={lname or None} has no value-expansion hook; valid: {', '.join(LEARNERS)}")
+    check_horizon(o.get("horizon", 5), int(o.get("segment", 7)) if kind == "diffusion" else None)  # before the data is read
     ds, eval_env, buffer, obs_dim, _ = dataset_and_env(cfg)
     learner = build_learner(cfg, obs_dim, eval_env.single_action_space, "algo=dwm")
     seed = int(cfg.get("seed", 0) or 0)
