@@ -229,7 +229,7 @@ class SegmentModel(nn.Module):
             raise UserError(f"algo.dwm.segment={length} is longer than every episode of dataset {dataset.name!r} "
                             f"(longest: {int((last - np.arange(n)).max()) + 1} steps); valid: a shorter segment")
         rtg = discounted_rtg(np.asarray(dataset.reward, np.float64), ends, gamma)
-        self.rtg_scale = float(rtg_scale) if rtg_scale else float(max(np.abs(rtg).max(), 1e-6))
+        self.rtg_scale = float(rtg_scale) if rtg_scale is not None else float(max(np.abs(rtg).max(), 1e-6))
         if not self.rtg_scale > 0:
             raise UserError(f"algo.dwm.rtg_scale={rtg_scale}; valid: a number > 0, or null (the dataset's largest |RTG|)")
         self.rtg_max = float(rtg.max() / self.rtg_scale)  # the best normalised RTG in the data (the default target)
