@@ -54,7 +54,7 @@ from mbrl.algos.offline import OfflineAlgorithm, dataset_and_env, obs_stats, off
 from mbrl.data.batch import Batch
 from mbrl.errors import UserError
 from mbrl.learners.offline_nets import soft_update
-from mbrl.models.edm import EDM, SAMPLERS, AdaNorm, FourierFeatures
+from mbrl.models.edm import EDM, AdaNorm, FourierFeatures
 from mbrl.models.nets import mlp
 
 #: what generates the segments of the value expansion
@@ -340,7 +340,7 @@ class SegmentModel(nn.Module):
     def load_state_dict(self, sd, strict: bool = True):  # type: ignore[override]
         super().load_state_dict(sd["modules"], strict=strict)
         self.opt.load_state_dict(sd["opt"])
-        self.generator.set_state(sd["rng"])
+        self.generator.set_state(sd["rng"].cpu())  # a CPU generator (the checkpoint may be mapped to a GPU)
 
 
 # ----------------------------------------------------------------------------------- the algorithm
