@@ -237,11 +237,14 @@ class SegmentModel(nn.Module):
         self.data = {"obs": to(dataset.obs), "action": to(dataset.scaled_actions()), "reward": to(dataset.reward), "next_obs": to(dataset.next_obs),
                      "terminated": to(term, torch.bool), "last": to(last, torch.long), "rtg": to(rtg / self.rtg_scale)}
         mean, std = obs_stats(dataset)
-        r = np.asarray(dataset.reward, np.float64)
         self.register_buffer("obs_mean", to(mean))
         self.register_buffer("obs_std", to(std))
-        self.register_buffer("rew_mean", torch.tensor(float(r.mean())))
-        self.register_buffer("rew_std", torch.tensor(float(r.std() + 1e-3)))
+        # reward statistics of the segments as generated: the padding zeros after terminations included (the
+        # dataset's own rewards may be constant, e.g. an alive bonus, and a zero would then lie far outside them)
+        k = int(np.ceil(len(self.starts) / 65536))
+        rows = torch.cat([self.segments(c)["reward"].reshape(-1).double().cpu() for c in self.starts.chunk(k)])
+        self.register_buffer("rew_mean", torch.tensor(float(rows.mean())))
+        self.register_buffer("rew_std", torch.tensor(float(rows.std(unbiased=False)) + 1e-3))
         # ---- networks
         self.net = TemporalUNet(self.x_dim, obs_dim, act_dim, self.length, channels, emb, kernel)
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
