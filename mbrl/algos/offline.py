@@ -109,7 +109,8 @@ def dataset_and_env(cfg: Any):
     if tuple(eval_env.single_action_space.shape) != tuple(ds.action.shape[1:]):
         raise UserError(f"dataset {ds.name!r} has actions of shape {ds.action.shape[1:]} but eval env {eval_name} takes {eval_env.single_action_space.shape}")
     if ds.action.ndim != 2:
-        raise UserError(f"offline algorithms here need continuous actions; dataset {ds.name!r} has discrete actions")
+        raise UserError(f"offline algorithms here need continuous actions; dataset {ds.name!r} has discrete actions "
+                        f"(valid: a dataset of float action vectors, e.g. d4rl/hopper-medium-v2)")
     buffer = ds.to_buffer(capacity=2 * len(ds) + 16, seed=int(cfg.seed), device=str(setting(cfg, "device", "cpu")),
                           obs_space=space, action_space=eval_env.single_action_space)
     return ds, eval_env, buffer, obs_dim, int(ds.action.shape[1])

@@ -40,8 +40,14 @@ class IQL(Learner):
     def act(self, features: torch.Tensor, explore: bool = True) -> torch.Tensor:
         return self.actor(self.obs_norm(features.float()))
 
+    @torch.no_grad()
+    def bootstrap(self, next_obs: torch.Tensor) -> torch.Tensor:
+        """The value a TD target bootstraps from at (raw) observations [N, D]: V(s'). [N]"""
+        return self.value(self.obs_norm(next_obs.float())).squeeze(-1)
+
     def update(self, batch: Batch) -> dict[str, float]:
-        obs, nobs = self.obs_norm(batch["obs"].float()), self.obs_norm(batch["next_obs"].float())
+        """One IQL step; a batch that carries `target` [B] regresses Q onto it instead of r + γ (1 - d) V(s')."""
+        obs = self.obs_norm(batch["obs"].float())
         act = batch["action"].float()
         with torch.no_grad():
             q_t = self.critic_target(obs, act).min(0).values
@@ -54,7 +60,10 @@ class IQL(Learner):
         self.value_opt.step()
 
         with torch.no_grad():
-            target = batch["reward"].float() + self.gamma * (1.0 - batch["terminated"].float()) * self.value(nobs).squeeze(-1)
+            if "target" in batch:  # a precomputed TD target (model-based value expansion: mbrl/algos/dwm.py)
+                target = batch["target"].float()
+            else:
+                target = batch["reward"].float() + self.gamma * (1.0 - batch["terminated"].float()) * self.bootstrap(batch["next_obs"])
         q = self.critic(obs, act)
         critic_loss = (q - target).pow(2).mean(1).sum()
         self.critic_opt.zero_grad(set_to_none=True)

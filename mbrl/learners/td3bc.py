@@ -36,13 +36,25 @@ class TD3BC(Learner):
     def act(self, features: torch.Tensor, explore: bool = True) -> torch.Tensor:
         return self.actor(self.obs_norm(features.float()))
 
+    @torch.no_grad()
+    def bootstrap(self, next_obs: torch.Tensor) -> torch.Tensor:
+        """The value a TD target bootstraps from at (raw) observations [N, D]: min_i Q̄_i(s', π̄(s') + ε),
+        ε ~ N(0, policy_noise²) clipped at ±noise_clip (TD3's target policy smoothing). [N]"""
+        nobs = self.obs_norm(next_obs.float())
+        na = self.actor_target(nobs)
+        noise = (torch.randn_like(na) * self.policy_noise).clamp(-self.noise_clip, self.noise_clip)
+        return self.critic_target(nobs, (na + noise).clamp(-1.0, 1.0)).min(0).values
+
     def update(self, batch: Batch) -> dict[str, float]:
-        obs, nobs = self.obs_norm(batch["obs"].float()), self.obs_norm(batch["next_obs"].float())
+        """One TD3+BC step. A batch that carries `target` [B] regresses the critics onto it instead of
+        r + γ (1 - d) bootstrap(s') (model-based value expansion: mbrl/algos/dwm.py)."""
+        obs = self.obs_norm(batch["obs"].float())
         act = batch["action"].float()
         with torch.no_grad():
-            noise = (torch.randn_like(act) * self.policy_noise).clamp(-self.noise_clip, self.noise_clip)
-            na = (self.actor_target(nobs) + noise).clamp(-1.0, 1.0)
-            target = batch["reward"].float() + self.gamma * (1.0 - batch["terminated"].float()) * self.critic_target(nobs, na).min(0).values
+            if "target" in batch:
+                target = batch["target"].float()
+            else:
+                target = batch["reward"].float() + self.gamma * (1.0 - batch["terminated"].float()) * self.bootstrap(batch["next_obs"])
         q = self.critic(obs, act)
         critic_loss = (q - target).pow(2).mean(1).sum()
         self.critic_opt.zero_grad(set_to_none=True)
