@@ -22,6 +22,8 @@ VENVS = ROOT / ".bench_venvs"
 PEERS: dict[str, list[list[str]]] = {
     # each inner list is one `pip install` call, run in order
     "sheeprl": [["torch==2.13.0", "sheeprl==0.8.4"]],
+    # d3rlpy 2.8.1 pins gymnasium 1.0.0 (its own venv keeps it away from ours); h5py reads the datasets
+    "d3rlpy": [["torch==2.13.0", "d3rlpy==2.8.1", "h5py"]],
     # mbrl-lib 0.2.0 needs hydra-core/omegaconf forced to versions that run on Python 3.11
     # (its pins omegaconf<2.1 / hydra-core==1.0.3 cannot be resolved by current pip: install its
     # other requirements, then mbrl itself with --no-deps)

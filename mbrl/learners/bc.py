@@ -6,6 +6,7 @@ import torch
 from mbrl.data.batch import Batch
 from mbrl.learners.base import Learner
 from mbrl.learners.offline_nets import DeterministicActor, Normalizer
+from mbrl.utils.optim import adam
 
 
 class BC(Learner):
@@ -14,7 +15,7 @@ class BC(Learner):
         self.obs_norm = Normalizer(obs_dim)
         self.actor = DeterministicActor(obs_dim, action_dim, hidden, layers)
         self.to(device)
-        self.opt = torch.optim.Adam(self.actor.parameters(), lr=lr)
+        self.opt = adam(self.actor.parameters(), lr=lr)
 
     def optimizers(self):
         return {"actor": self.opt}

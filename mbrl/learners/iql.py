@@ -13,6 +13,7 @@ from mbrl.learners.offline_nets import DeterministicActor, Normalizer, soft_upda
 from mbrl.learners.sac import QEnsemble
 from mbrl.models.nets import mlp
 from mbrl.errors import UserError
+from mbrl.utils.optim import adam
 
 
 class IQL(Learner):
@@ -29,9 +30,9 @@ class IQL(Learner):
         self.critic = QEnsemble(obs_dim, action_dim, hidden, layers, 2)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.to(device)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=lr)
-        self.value_opt = torch.optim.Adam(self.value.parameters(), lr=lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=lr)
+        self.actor_opt = adam(self.actor.parameters(), lr=lr)
+        self.value_opt = adam(self.value.parameters(), lr=lr)
+        self.critic_opt = adam(self.critic.parameters(), lr=lr)
 
     def optimizers(self):
         return {"actor": self.actor_opt, "value": self.value_opt, "critic": self.critic_opt}

@@ -18,6 +18,7 @@ from mbrl.data.batch import Batch
 from mbrl.learners.base import Learner, frozen
 from mbrl.learners.offline_nets import aggregate_q
 from mbrl.models.nets import ensemble_mlp, mlp
+from mbrl.utils.optim import adam
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -93,9 +94,9 @@ class SAC(Learner):
         self.critic_target.requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(init_alpha)))
         self.to(device)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=actor_lr or lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=alpha_lr or lr)
+        self.actor_opt = adam(self.actor.parameters(), lr=actor_lr or lr)
+        self.critic_opt = adam(self.critic.parameters(), lr=lr)
+        self.alpha_opt = adam([self.log_alpha], lr=alpha_lr or lr)
         self._n_updates = 0
 
     def optimizers(self):

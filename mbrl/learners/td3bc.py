@@ -10,6 +10,7 @@ from mbrl.data.batch import Batch
 from mbrl.learners.base import Learner
 from mbrl.learners.offline_nets import DeterministicActor, Normalizer, soft_update
 from mbrl.learners.sac import QEnsemble
+from mbrl.utils.optim import adam
 
 
 class TD3BC(Learner):
@@ -25,8 +26,8 @@ class TD3BC(Learner):
         self.critic = QEnsemble(obs_dim, action_dim, hidden, layers, 2)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.to(device)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=lr)
+        self.actor_opt = adam(self.actor.parameters(), lr=lr)
+        self.critic_opt = adam(self.critic.parameters(), lr=lr)
         self._n = 0
 
     def optimizers(self):
