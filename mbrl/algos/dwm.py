@@ -56,7 +56,6 @@ from mbrl.errors import UserError
 from mbrl.learners.offline_nets import soft_update
 from mbrl.models.edm import EDM, AdaNorm, FourierFeatures
 from mbrl.models.nets import mlp
-from mbrl.utils.optim import adam
 
 #: what generates the segments of the value expansion
 MODELS = ("diffusion", "ensemble")
@@ -253,7 +252,7 @@ class SegmentModel(nn.Module):
         e.update({k: v for k, v in edm.items() if v is not None})
         self.edm = EDM(**e)
         self.to(self.device_)
-        self.opt = adam(self.net.parameters(), lr=float(lr))
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=float(lr))
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long, device=self.device_))
 
     # ------------------------------------------------------------------ data

@@ -35,7 +35,6 @@ from mbrl.algos.model_score import make_score_fn
 from mbrl.errors import UserError
 from mbrl.models.base import Tracker, WorldModel
 from mbrl.planners import make_planner
-from mbrl.utils.optim import adam
 
 
 def episode_discount(length: float, denom: float = 5.0, low: float = 0.95, high: float = 0.995) -> float:
@@ -69,8 +68,8 @@ class TDMPC2(Algorithm):
         make_planner(self.planner_name, self.action_dim, **self.planner_options)  # validate options now
         self.mpc = bool(mpc)
         groups = model.param_groups()
-        self.optim = adam([{"params": groups["encoder"], "lr": lr * enc_lr_scale}, {"params": groups["rest"]}], lr=lr)
-        self.pi_optim = adam(groups["pi"], lr=lr, eps=1e-5)
+        self.optim = torch.optim.Adam([{"params": groups["encoder"], "lr": lr * enc_lr_scale}, {"params": groups["rest"]}], lr=lr)
+        self.pi_optim = torch.optim.Adam(groups["pi"], lr=lr, eps=1e-5)
         self.model_params, self.pi_params = groups["encoder"] + groups["rest"], groups["pi"]
         self.grad_clip = float(grad_clip)
         self.fixed_discount = discount if discount is not None else model.discount

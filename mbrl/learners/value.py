@@ -23,7 +23,6 @@ from torch import nn
 from mbrl.data.batch import Batch
 from mbrl.models.nets import mlp
 from mbrl.errors import UserError
-from mbrl.utils.optim import adam
 
 
 def successor_mask(data: Batch) -> np.ndarray:
@@ -76,7 +75,7 @@ class TerminalValue(nn.Module):
         self.register_buffer("mean", torch.zeros(obs_dim))
         self.register_buffer("std", torch.ones(obs_dim))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
-        self.optimizer = adam(self.net.parameters(), lr=lr)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
         self.generator = torch.Generator().manual_seed(0 if seed is None else seed)
 
     def _scaled(self, obs: torch.Tensor) -> torch.Tensor:
