@@ -234,7 +234,6 @@ def run(args) -> int:
     torch.set_num_threads(o["threads"])
     o["peak"] = [peak_matmul(torch.float32)]
     recs = [run_job(lib, path, algo, seed, o, work) for path in o["datasets"] for algo in o["algos"] for seed in o["seeds"] for lib in o["libraries"]]
-    torch.set_num_threads(o["threads"])
     o["peak"].append(peak_matmul(torch.float32))
     cmd = (f"python -m mbrl.bench offline --datasets {args.datasets} --algos {args.algos} --libraries {args.libraries} --steps {o['steps']} "
            f"--seeds {args.seeds} --eval-episodes {o['episodes']} --threads {o['threads']}")
@@ -249,6 +248,10 @@ def _ms(xs: list[float]) -> str:
     if not xs:
         return "-"
     return f"{np.mean(xs):.1f}" + (f" ± {np.std(xs):.1f}" if len(xs) > 1 else "")
+
+
+def _rate(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0f}"
 
 
 def report(recs: list[dict], o: dict) -> str:
@@ -269,7 +272,7 @@ def report(recs: list[dict], o: dict) -> str:
         gf = [r["gflop_per_step"] for r in by["mbrl"] if r.get("gflop_per_step")]
         floor = f"{np.mean(gf):.3f} | {max(o['peak']) / np.mean(gf):.0f}" if gf else "- | -"
         lines.append(f"| {ds} | {algo} | {_ms([r['score'] for r in by['mbrl']])} | {_ms([r['score'] for r in by['d3rlpy']])} | "
-                     f"{rate['mbrl'] or 0:.0f} | {rate['d3rlpy'] or 0:.0f} | {ratio} | {floor} |".replace("| 0 |", "| - |"))
+                     f"{_rate(rate['mbrl'])} | {_rate(rate['d3rlpy'])} | {ratio} | {floor} |")
     wall = sum(r["wall_s"] for r in recs)
     lines += ["", f"Wall-clock of all {len(recs)} jobs (training + evaluation, as run; reused jobs count their own run): {wall / 60:.1f} min."]
     return "\n".join(lines)
