@@ -64,6 +64,37 @@ def test_chunked_ssd_gradients_equal_recurrence():
         torch.testing.assert_close(gc, gr, rtol=1e-4, atol=1e-4)
 
 
+
+@pytest.mark.parametrize("span", [0.0, None, float("inf")])
+def test_chunked_ssd_factorised_and_direct_paths(monkeypatch, span):
+    """The factorised diagonal blocks and the direct segsum path for fast-decaying heads give the recurrence's
+    outputs, final state and gradients: all heads direct (span 0), the default (one head of 4 decays by ~150 per
+    chunk and takes the direct path, the others the factorised one) and all factorised on mild decays (inf)."""
+    import mbrl.models.mamba as mm
+
+    x, a, b, c, reset, init = _ssd_inputs(T=37)
+    if span is None:
+        a = a.clone()
+        a[:, :, 0] = -10.0  # 15 steps x 10 > FACTOR_SPAN: head 0 takes the direct path in every chunk of 16
+        assert (-a[:, 1:16, 0].sum(1) > mm.FACTOR_SPAN).all() and (-a[:, 1:16, 1:].sum(1) < mm.FACTOR_SPAN).all()
+    else:
+        monkeypatch.setattr(mm, "FACTOR_SPAN", span)
+        if span == float("inf"):
+            a = a.clamp(min=-1.0)
+    seg = reset.long().cumsum(1)
+    out = []
+    for fn in ("chunked", "recurrent"):
+        leaves = [t.clone().requires_grad_() for t in (x, a, b, c, init)]
+        if fn == "chunked":
+            y, s = ssd_chunked(*leaves[:4], seg, leaves[4], chunk=16)
+        else:
+            y, ss = ssd_recurrent(*leaves[:4], reset, leaves[4])
+            s = ss[:, -1]
+        (y.square().sum() + s.sum()).backward()
+        out.append([y, s] + [t.grad for t in leaves])
+    for u, v in zip(*out):
+        torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-4)
+
 def _model(**kw):
     cfg = {"name": "mamba", **Mamba.tiny, "chunk": 4, **kw}
     return models.build(cfg, VEC, ACT, seed=0)

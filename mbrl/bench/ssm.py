@@ -122,6 +122,18 @@ def _counted(fn) -> int:
     return int(fc.get_total_flops())
 
 
+def _direct_heads(a, chunk: int) -> int:
+    """Heads of a [B, T, H] decay input that take `ssd_chunked`'s direct path in some chunk (-1: T not a multiple of
+    the chunk, so the padded chunks are not counted here)."""
+    from mbrl.models.mamba import FACTOR_SPAN
+
+    B, T, H = a.shape
+    if T % min(chunk, T):
+        return -1
+    span = -a.reshape(B, -1, min(chunk, T), H)[:, :, 1:].sum(2)  # [B, chunks, H]: A_0 - A_{Q-1}
+    return int((span > FACTOR_SPAN).flatten(0, 1).any(0).sum())
+
+
 def ours(args) -> dict:
     import torch
 
@@ -152,23 +164,28 @@ def ours(args) -> dict:
                 u, c = model.core_step(u, c)
 
     # the chunked scan alone, at the layer's shapes, with gradients to all of its inputs
+    # (decays dt * A of the layer's own initialisation; the gradient of y given, so no loss is timed with it)
     g = torch.Generator().manual_seed(2)
     sx = torch.randn(B, T, m0.H, m0.P, generator=g).requires_grad_()
-    sa = (-torch.rand(B, T, m0.H, generator=g) * 0.1).requires_grad_()
+    with torch.no_grad():
+        dt = torch.nn.functional.softplus(m0.dt_bias.float() + 0.1 * torch.randn(B, T, m0.H, generator=g))
+        sa = (-dt * m0.A_log.float().exp()).requires_grad_()
     sb = torch.randn(B, T, m0.N, generator=g).requires_grad_()
     sc = torch.randn(B, T, m0.N, generator=g).requires_grad_()
+    gy = torch.randn(B, T, m0.H, m0.P, generator=g)
 
     def scan():
         y, _ = ssd_chunked(sx, sa, sb, sc, None, None, m0.chunk)
-        y.square().mean().backward()
+        y.backward(gy)
 
     r = {"train_s": _best(train, args.reps), "train_flops": _counted(train),
          "imag_s": _best(imagine, args.reps), "imag_flops": _counted(imagine),
          "scan_s": _best(scan, args.reps), "scan_flops": _counted(scan),
+         "scan_direct": _direct_heads(sa.detach(), m0.chunk),
          "fwd_formula": core_flops(B, T, D, model.n_layer, model.d_state, m0.d_inner // D, m0.P, m0.chunk),
          "params": sum(p.numel() for p in model.norms.parameters()) + sum(p.numel() for p in model.mixers.parameters())
          + sum(p.numel() for p in model.norm_f.parameters()),
-         "d_model": D, "n_layer": model.n_layer, "d_state": model.d_state, "expand": m0.d_inner // D, "headdim": m0.P,
+         "d_model": D, "H": m0.H, "n_layer": model.n_layer, "d_state": model.d_state, "expand": m0.d_inner // D, "headdim": m0.P,
          "chunk": m0.chunk}
     return r
 
@@ -246,6 +263,9 @@ def run(args) -> int:
             f"e.g. mambapy's parallel scan, is not counted); the analytic forward count of our core (`core_flops`, formula in "
             f"mbrl/bench/ssm.py) is {o['fwd_formula'] / 1e9:.3f} GFLOP for the training batch. mambapy's pure-PyTorch model on "
             "CPU is Mamba-1 (its Mamba-2 module needs the CUDA-only mamba_ssm), at the same width, depth, d_state and expand. "
+            f"Chunked-scan row: one layer's `ssd_chunked` at its shapes, decays dt * A from the layer's own initialisation "
+            f"({o['scan_direct'] if o['scan_direct'] >= 0 else 'n/a'} of {o['H']} heads over `FACTOR_SPAN` per chunk, so on the direct "
+            "path), forward and backward from a given output gradient (no loss in the timing). "
             f"{'Not reduced (Drama size, batch and length)' if (args.size, args.batch, args.length) == ('S', 16, 64) else 'Reduced from Drama size S x 16 x 64'}; the machine's cores were shared with other jobs, so absolute rates are noisy.\n")
     if not args.no_write:
         cmd = "python -m mbrl.bench ssm " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
