@@ -47,22 +47,26 @@ def test_chunked_ssd_equals_recurrence(chunk, T):
     torch.testing.assert_close(f0, s0[:, -1], rtol=1e-5, atol=1e-5)
 
 
-def test_chunked_ssd_gradients_equal_recurrence():
-    x, a, b, c, reset, init = (t[:, :21] if t.dim() > 1 and t.shape[1] == 37 else t for t in _ssd_inputs())
+def _assert_chunked_matches_recurrence(x, a, b, c, reset, init, chunk):
+    """Outputs, final state and the gradients of every input of `ssd_chunked` equal the recurrence's."""
     seg = reset.long().cumsum(1)
-    grads = []
+    out = []
     for fn in ("chunked", "recurrent"):
         leaves = [t.clone().requires_grad_() for t in (x, a, b, c, init)]
         if fn == "chunked":
-            y, s = ssd_chunked(*leaves[:4], seg, leaves[4], chunk=8)
+            y, s = ssd_chunked(*leaves[:4], seg, leaves[4], chunk=chunk)
         else:
             y, ss = ssd_recurrent(*leaves[:4], reset, leaves[4])
             s = ss[:, -1]
         (y.square().sum() + s.sum()).backward()
-        grads.append([t.grad for t in leaves])
-    for gc, gr in zip(*grads):
-        torch.testing.assert_close(gc, gr, rtol=1e-4, atol=1e-4)
+        out.append([y, s] + [t.grad for t in leaves])
+    for u, v in zip(*out):
+        torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-4)
 
+
+def test_chunked_ssd_gradients_equal_recurrence():
+    x, a, b, c, reset, init = (t[:, :21] if t.dim() > 1 and t.shape[1] == 37 else t for t in _ssd_inputs())
+    _assert_chunked_matches_recurrence(x, a, b, c, reset, init, chunk=8)
 
 
 @pytest.mark.parametrize("span", [0.0, None, float("inf")])
@@ -81,19 +85,8 @@ def test_chunked_ssd_factorised_and_direct_paths(monkeypatch, span):
         monkeypatch.setattr(mm, "FACTOR_SPAN", span)
         if span == float("inf"):
             a = a.clamp(min=-1.0)
-    seg = reset.long().cumsum(1)
-    out = []
-    for fn in ("chunked", "recurrent"):
-        leaves = [t.clone().requires_grad_() for t in (x, a, b, c, init)]
-        if fn == "chunked":
-            y, s = ssd_chunked(*leaves[:4], seg, leaves[4], chunk=16)
-        else:
-            y, ss = ssd_recurrent(*leaves[:4], reset, leaves[4])
-            s = ss[:, -1]
-        (y.square().sum() + s.sum()).backward()
-        out.append([y, s] + [t.grad for t in leaves])
-    for u, v in zip(*out):
-        torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-4)
+    _assert_chunked_matches_recurrence(x, a, b, c, reset, init, chunk=16)
+
 
 def _model(**kw):
     cfg = {"name": "mamba", **Mamba.tiny, "chunk": 4, **kw}
