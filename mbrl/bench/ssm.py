@@ -122,23 +122,11 @@ def _counted(fn) -> int:
     return int(fc.get_total_flops())
 
 
-def _direct_heads(a, chunk: int) -> int:
-    """Heads of a [B, T, H] decay input that take `ssd_chunked`'s direct path in some chunk (-1: T not a multiple of
-    the chunk, so the padded chunks are not counted here)."""
-    from mbrl.models.mamba import FACTOR_SPAN
-
-    B, T, H = a.shape
-    if T % min(chunk, T):
-        return -1
-    span = -a.reshape(B, -1, min(chunk, T), H)[:, :, 1:].sum(2)  # [B, chunks, H]: A_0 - A_{Q-1}
-    return int((span > FACTOR_SPAN).flatten(0, 1).any(0).sum())
-
-
 def ours(args) -> dict:
     import torch
 
     from mbrl.bench.imagine import _best
-    from mbrl.models.mamba import ssd_chunked
+    from mbrl.models.mamba import direct_heads, ssd_chunked
 
     model = build_core(args.size)
     B, T, D = args.batch, args.length, model.d_model
@@ -181,7 +169,7 @@ def ours(args) -> dict:
     r = {"train_s": _best(train, args.reps), "train_flops": _counted(train),
          "imag_s": _best(imagine, args.reps), "imag_flops": _counted(imagine),
          "scan_s": _best(scan, args.reps), "scan_flops": _counted(scan),
-         "scan_direct": _direct_heads(sa.detach(), m0.chunk),
+         "scan_direct": int(direct_heads(sa.detach(), m0.chunk).flatten(0, 1).any(0).sum()),
          "fwd_formula": core_flops(B, T, D, model.n_layer, model.d_state, m0.d_inner // D, m0.P, m0.chunk),
          "params": sum(p.numel() for p in model.norms.parameters()) + sum(p.numel() for p in model.mixers.parameters())
          + sum(p.numel() for p in model.norm_f.parameters()),
@@ -264,7 +252,7 @@ def run(args) -> int:
             f"mbrl/bench/ssm.py) is {o['fwd_formula'] / 1e9:.3f} GFLOP for the training batch. mambapy's pure-PyTorch model on "
             "CPU is Mamba-1 (its Mamba-2 module needs the CUDA-only mamba_ssm), at the same width, depth, d_state and expand. "
             f"Chunked-scan row: one layer's `ssd_chunked` at its shapes, decays dt * A from the layer's own initialisation "
-            f"({o['scan_direct'] if o['scan_direct'] >= 0 else 'n/a'} of {o['H']} heads over `FACTOR_SPAN` per chunk, so on the direct "
+            f"({o['scan_direct']} of {o['H']} heads over `FACTOR_SPAN` per chunk, so on the direct "
             "path), forward and backward from a given output gradient (no loss in the timing). "
             f"{'Not reduced (Drama size, batch and length)' if (args.size, args.batch, args.length) == ('S', 16, 64) else 'Reduced from Drama size S x 16 x 64'}; the machine's cores were shared with other jobs, so absolute rates are noisy.\n")
     if not args.no_write:

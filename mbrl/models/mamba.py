@@ -75,6 +75,20 @@ KERNELS = ("torch", "auto", "mamba_ssm")
 FACTOR_SPAN = 100.0
 
 
+def _direct(acs: torch.Tensor) -> torch.Tensor:
+    """[K, H] bool from the in-chunk cumulative decays acs [K, Q, H]: the chunks' heads whose decay A_0 - A_{Q-1}
+    exceeds FACTOR_SPAN, which `ssd_chunked` computes by the direct segsum form."""
+    return (acs[:, 0] - acs[:, -1]) > FACTOR_SPAN
+
+
+def direct_heads(a: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """[Bt, chunks, H] bool: where `ssd_chunked(x, a, ..., chunk=chunk)` takes the direct path (a [Bt, T, H])."""
+    Bt, T, H = a.shape
+    Q = max(1, min(int(chunk), T))
+    a = F.pad(a.float(), (0, 0, 0, (-T) % Q))
+    return _direct(a.reshape(-1, Q, H).cumsum(1)).view(Bt, -1, H)
+
+
 def ssd_chunked(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, seg: Optional[torch.Tensor] = None,
                 init: Optional[torch.Tensor] = None, chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """The SSD recurrence S_t = exp(a_t) S_{t-1} + x_t b_t^T, y_t = S_t c_t, in chunked (block) form.
@@ -115,7 +129,8 @@ def ssd_chunked(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tens
     g = (cs @ bs.transpose(1, 2)).masked_fill(~((sg[:, :, None] == sg[:, None, :]) & tri), 0.0)  # [K, Q(l), Q(s)]
     bm, cm = bs * to_last[..., None].to(bs.dtype), cs * from_in[..., None].to(cs.dtype)
     # the factorised path
-    direct = (acs[:, 0] - acs[:, -1]) > FACTOR_SPAN  # [K, H]
+    direct = _direct(acs)  # [K, H]
+    any_direct = bool(direct.any())
     r = 0.5 * (acs[:, :1] + acs[:, -1:]).detach()  # [K, 1, H]; the value does not depend on r
     u = (acs - r).masked_fill(direct[:, None], 0.0)
     on = (~direct)[:, None].to(acs.dtype)
@@ -123,7 +138,7 @@ def ssd_chunked(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tens
     xe = (xs * es[..., None].to(dt)).view(K, Q, H * P)
     z = g.to(dt) @ xe  # [K, Q, H * P]
     states = (xe.transpose(1, 2) @ bm.to(dt)).float().view(K, H, P, N) * el[:, -1, :, None, None]
-    if bool(direct.any()):
+    if any_direct:
         kk, hh = direct.nonzero(as_tuple=True)
         ad, xd = acs[kk, :, hh], xs[kk, :, hh]  # [n, Q], [n, Q, P]
         yd = ((ad[:, :, None] - ad[:, None, :]).clamp(max=0.0).exp() * g[kk].float()).to(dt) @ xd
@@ -143,7 +158,7 @@ def ssd_chunked(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tens
     # the entering state's contribution, exp(A_l) (c_l . S_in) = exp(A_l - r) (c_l . exp(r) S_in), in the same GEMM pass
     z = torch.baddbmm(z, cm.to(dt), (s_in * r[:, 0, :, None, None].exp()).to(dt).view(K, H * P, N).transpose(1, 2))
     y = z.view(K, Q, H, P) * el[..., None].to(dt)
-    if bool(direct.any()):
+    if any_direct:
         yd = yd + ((ad.exp() * from_in[kk].to(ad.dtype))[..., None] * (cs[kk].float() @ s_in[kk, hh].transpose(1, 2))).to(dt)
         y = y.transpose(1, 2).index_put((kk, hh), yd, accumulate=True).transpose(1, 2)
     return y.reshape(Bt, nc * Q, H, P)[:, :T], s
